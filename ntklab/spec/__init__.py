@@ -1,0 +1,1 @@
+"""Specs: YAML -> pydantic models -> expanded runs, and run identity."""

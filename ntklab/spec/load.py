@@ -1,0 +1,252 @@
+"""Load a spec file: parse, validate, expand sweeps, validate every run, compute identities.
+
+Nothing here touches the database. Every problem is reported with the file, the line, the
+dotted field path and what was expected, and all problems are gathered before raising.
+"""
+
+import hashlib
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path as FilePath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ntklab.errors import Problem, SpecError
+from ntklab.spec.flatten import flatten
+from ntklab.spec.identity import run_key
+from ntklab.spec.models import NAME_PATTERN, Figure, SpecFile
+from ntklab.spec.sweep import Point, expand_sweep, mapping_assignments, split_key
+from ntklab.spec.tree import DISCRIMINATORS, ConfigTree, Source
+from ntklab.spec.yaml_source import SourcedYaml, parse_scalar, parse_yaml
+from ntklab.tasks.registry import RUN_CONFIG, task_fields
+
+MAX_PROBLEMS = 25
+FIGURE_AXES = ("x", "series", "facet")
+FIGURE_BUILTINS = frozenset({"step", "group", "seed"})
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    key: str
+    group: str
+    task: str
+    config: BaseModel
+    config_json: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    name: str
+    description: str
+    file: str
+    text: str
+    spec_hash: str
+    runs: list[PlannedRun]
+    figures: dict[str, Figure]
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class Override:
+    key: tuple[str, ...]
+    value: Any
+    text: str
+
+
+def parse_override(text: str) -> Override:
+    """`train.epochs=5` -> Override(("train", "epochs"), 5)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError([Problem("--set", None, "", f"expected KEY=VALUE with a dotted KEY, got {text!r}")])
+    return Override(split_key(key), parse_scalar(value), text)
+
+
+def load_spec(path: str | FilePath, overrides: Sequence[str] = ()) -> ExperimentPlan:
+    file = str(path)
+    try:
+        text = FilePath(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError([Problem(file, None, "", f"cannot read the spec: {err.strerror or err}")]) from None
+    doc = parse_yaml(text, file)
+    if not isinstance(doc.value, dict):
+        raise SpecError([Problem(file, doc.line_of(()), "", "a spec must be a mapping with name, groups, ...")])
+    try:
+        spec = SpecFile.model_validate(doc.value)
+    except ValidationError as err:
+        raise SpecError(_problems_at(err, doc, ())) from None
+    parsed_overrides = [parse_override(o) for o in overrides]
+    runs, duplicates = _expand(spec, doc, parsed_overrides)
+    _check_figures(spec, doc, runs)
+    return ExperimentPlan(
+        name=spec.name,
+        description=spec.description,
+        file=file,
+        text=text,
+        spec_hash=hashlib.sha256(text.encode()).hexdigest(),
+        runs=runs,
+        figures=dict(spec.figures),
+        duplicates=duplicates,
+    )
+
+
+def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override]) -> tuple[list[PlannedRun], int]:
+    problems: list[Problem] = []
+    group_tasks = {g: body.get("task") for g, body in spec.groups.items()}
+    accepted = {g: task_fields(t) if isinstance(t, str) else None for g, t in group_tasks.items()}
+    _check_shared_keys(spec, doc, accepted, overrides, problems)
+    top_points = expand_sweep(spec.sweep, ("sweep",), doc)
+    runs: list[PlannedRun] = []
+    seen: set[tuple[str, str]] = set()
+    duplicates = 0
+    for group, body in spec.groups.items():
+        if not re.match(NAME_PATTERN, group):
+            problems.append(Problem(doc.file, doc.line_of(("groups", group)), f"groups.{group}",
+                                    "group names start with a letter and use letters, digits, _ . -"))
+            continue
+        fields = accepted[group]
+        base = ConfigTree()
+        for key, value in spec.defaults.items():
+            if fields is None or split_key(key)[0] in fields:
+                base.assign(split_key(key), value, ("defaults", key))
+        for a in mapping_assignments({k: v for k, v in body.items() if k != "sweep"}, ("groups", group)):
+            base.assign(a.key, a.value, a.source)
+        group_points = expand_sweep(body.get("sweep"), ("groups", group, "sweep"), doc)
+        for top, own in itertools.product(top_points, group_points):
+            point: Point = tuple(a for a in top if fields is None or a.key[0] in fields) + own
+            tree = base.copy()
+            for a in point:
+                tree.assign(a.key, a.value, a.source)
+            for o in overrides:
+                if fields is None or o.key[0] in fields:
+                    tree.assign(o.key, o.value, f"--set {o.text}")
+            try:
+                config = RUN_CONFIG.validate_python(tree.value)
+            except ValidationError as err:
+                problems.extend(_run_problems(err, doc, tree, group))
+                if len(problems) >= MAX_PROBLEMS * 4:
+                    break
+                continue
+            key = run_key(config)
+            if (key, group) in seen:
+                duplicates += 1
+                continue
+            seen.add((key, group))
+            runs.append(PlannedRun(key, group, config.task, config, config.model_dump(mode="json")))
+    if problems:
+        raise SpecError(_dedupe(problems))
+    return runs, duplicates
+
+
+def _check_shared_keys(spec, doc, accepted, overrides, problems) -> None:
+    """A default, top-level sweep key or override that no group's task accepts is a typo."""
+    if any(fields is None for fields in accepted.values()):
+        return
+    union = frozenset().union(*accepted.values())
+    expected = ", ".join(sorted(union))
+    for key in spec.defaults:
+        if split_key(key)[0] not in union:
+            problems.append(Problem(doc.file, doc.line_of(("defaults", key)), f"defaults.{key}",
+                                    f"no group's task has a field {split_key(key)[0]!r}; expected one of {expected}"))
+    for point in expand_sweep(spec.sweep, ("sweep",), doc)[:1]:
+        for a in point:
+            if a.key[0] not in union:
+                problems.append(Problem(doc.file, doc.line_of(a.source), ".".join(a.key),
+                                        f"no group's task has a field {a.key[0]!r}; expected one of {expected}"))
+    for o in overrides:
+        if o.key[0] not in union:
+            problems.append(Problem("--set", None, ".".join(o.key),
+                                    f"no group's task has a field {o.key[0]!r}; expected one of {expected}"))
+
+
+def _location(err_loc: tuple, value: Any, error: dict) -> tuple[tuple[str, ...], bool]:
+    """Map a pydantic error location onto keys of the data, dropping union member tags.
+
+    Returns the key path and whether the last element exists in the data (it does not for a
+    missing field)."""
+    path: list[str] = []
+    node = value
+    tag_skipped = False
+    for part in err_loc:
+        if not tag_skipped and isinstance(node, dict) and any(node.get(tag) == part for tag in DISCRIMINATORS):
+            tag_skipped = True
+            continue
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+            tag_skipped = False
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+            tag_skipped = False
+        elif isinstance(node, dict) and error["type"] == "missing" and part == err_loc[-1]:
+            path.append(part)
+            return tuple(path), False
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        discriminator = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+        if discriminator and isinstance(node, dict):
+            return tuple(path) + (discriminator,), discriminator in node
+    return tuple(path), True
+
+
+def _message(error: dict) -> str:
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return "unknown key (not a field here)"
+    if error["type"] == "union_tag_not_found":
+        discriminator = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+        return f"missing `{discriminator}`, which selects the kind of this block"
+    if error["type"] not in ("missing",) and "input" in error and not isinstance(error["input"], (dict, list)):
+        message += f" (got {error['input']!r})"
+    return message
+
+
+def _problems_at(err: ValidationError, doc: SourcedYaml, prefix: tuple) -> list[Problem]:
+    problems = []
+    for error in err.errors():
+        path, _ = _location(error["loc"], doc.value, error)
+        problems.append(Problem(doc.file, doc.line_of(prefix + path), ".".join(map(str, path)), _message(error)))
+    return _dedupe(problems)
+
+
+def _run_problems(err: ValidationError, doc: SourcedYaml, tree: ConfigTree, group: str) -> list[Problem]:
+    problems = []
+    for error in err.errors():
+        path, present = _location(error["loc"], tree.value, error)
+        source: Source | None = tree.source_of(path if present else path[:-1])
+        dotted = ".".join(map(str, path))
+        message = f"{_message(error)} [group {group}]"
+        if isinstance(source, str):
+            problems.append(Problem("command line", None, dotted, f"{message}, from {source}"))
+        else:
+            line = doc.line_of(source) if source is not None else doc.line_of(("groups", group))
+            problems.append(Problem(doc.file, line, dotted, message))
+    return problems
+
+
+def _check_figures(spec: SpecFile, doc: SourcedYaml, runs: list[PlannedRun]) -> None:
+    known = set(FIGURE_BUILTINS)
+    for run in runs:
+        known.update(flatten(run.config_json))
+    problems = []
+    for name, figure in spec.figures.items():
+        for axis in FIGURE_AXES:
+            value = getattr(figure, axis)
+            if value is not None and value not in known:
+                problems.append(Problem(
+                    doc.file, doc.line_of(("figures", name, axis)), f"figures.{name}.{axis}",
+                    f"{value!r} is neither a config field of any run nor one of {', '.join(sorted(FIGURE_BUILTINS))}",
+                ))
+    if problems:
+        raise SpecError(problems)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    unique = list(dict.fromkeys(problems))
+    if len(unique) > MAX_PROBLEMS:
+        more = len(unique) - MAX_PROBLEMS
+        unique = unique[:MAX_PROBLEMS] + [Problem(unique[0].file, None, "", f"... and {more} more problems")]
+    return unique
