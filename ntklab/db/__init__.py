@@ -1,0 +1,1 @@
+"""The result database: SQLAlchemy models, connections, migrations, the run queue and records."""

@@ -1,0 +1,99 @@
+"""Schema versions through Alembic.
+
+`ntklab db upgrade` migrates. Other commands create the schema in an empty database (so the
+quickstart works on a fresh machine) but never migrate an existing one: a database at another
+revision is an error that says what to run. Creation and migration hold a lock (a file lock next
+to a SQLite file, an advisory lock on PostgreSQL) so processes started together do not race.
+"""
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from filelock import FileLock
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+from ntklab.db.connection import redact
+from ntklab.errors import DatabaseError
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_PG_LOCK_ID = 0x6E746B6C  # "ntkl"
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextmanager
+def _migration_lock(engine: Engine):
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        with FileLock(f"{database}.migrate.lock"):
+            yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _PG_LOCK_ID})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _PG_LOCK_ID})
+            conn.commit()
+
+
+def _upgrade(engine: Engine) -> None:
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def _revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return current_revision(conn)
+    except OperationalError as err:
+        raise DatabaseError(f"cannot open the database {redact(str(engine.url.render_as_string(False)))}: {err.orig}") from None
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Migrate to the newest schema; returns (revision before, revision after)."""
+    with _migration_lock(engine):
+        before = _revision(engine)
+        _upgrade(engine)
+        return before, head_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in an empty database; refuse a database at another revision."""
+    head = head_revision()
+    current = _revision(engine)
+    if current == head:
+        return
+    if current is None:
+        with _migration_lock(engine):
+            if _revision(engine) is None:
+                _upgrade(engine)
+        return
+    raise DatabaseError(
+        f"the database is at schema revision {current}, this ntklab expects {head}: run `ntklab db upgrade`"
+    )
