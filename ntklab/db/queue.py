@@ -1,0 +1,287 @@
+"""The run queue: enqueue planned runs, claim one atomically, hold it by a lease, finish it.
+
+A claim is one transaction: on SQLite `BEGIN IMMEDIATE` serializes claimers; on PostgreSQL the
+candidate row is locked with `FOR UPDATE SKIP LOCKED`, so concurrent workers skip each other's
+rows instead of waiting. A run whose lease has expired (its worker died or hung) is claimable
+again, and resumes from its last checkpoint.
+"""
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+
+from ntklab.db.connection import reading, writing
+from ntklab.db.dialect import insert_for
+from ntklab.db.records import clear_results
+from ntklab.db.models import Attempt, Experiment, ExperimentRun, Param, Run, RunStatus
+from ntklab.spec.flatten import flatten
+from ntklab.spec.identity import HASH_VERSION
+
+CHUNK = 500
+CLAIMABLE = (RunStatus.pending, RunStatus.interrupted)
+runs = Run.__table__
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def current(cls) -> "Worker":
+        host, pid = socket.gethostname(), os.getpid()
+        return cls(f"{host}:{pid}:{os.urandom(4).hex()}", host, pid)
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    id: int
+    key: str
+    group: str
+    task: str
+    config: dict[str, Any]
+    attempt: int
+    checkpoint_step: int | None
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """What one planned run should do to the database: insert it, or link an existing run."""
+
+    key: str
+    group: str
+    task: str
+    config: dict[str, Any]
+
+
+def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def sync_experiment(conn: Connection, name: str, description: str, spec_text: str, spec_hash: str, spec_file: str) -> int:
+    """Insert or update the experiment row; returns its id."""
+    now = utcnow()
+    table = Experiment.__table__
+    stmt = insert_for(conn, table).values(
+        name=name, description=description, spec_text=spec_text, spec_hash=spec_hash,
+        spec_file=spec_file, created_at=now, updated_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.name],
+        set_={"description": description, "spec_text": spec_text, "spec_hash": spec_hash,
+              "spec_file": spec_file, "updated_at": now},
+    )
+    conn.execute(stmt)
+    return conn.execute(select(table.c.id).where(table.c.name == name)).scalar_one()
+
+
+def typed_param(value: Any) -> dict[str, Any]:
+    """The typed columns of one params row."""
+    row: dict[str, Any] = {"value_num": None, "value_str": None, "value_bool": None, "value_json": None}
+    if isinstance(value, bool):
+        row["value_bool"] = value
+    elif isinstance(value, (int, float)):
+        row["value_num"] = float(value)
+    elif isinstance(value, str):
+        row["value_str"] = value
+    elif value is not None:
+        row["value_json"] = value
+    return row
+
+
+def enqueue(conn: Connection, experiment_id: int, rows: Sequence[PlanRow]) -> dict[str, int]:
+    """Insert the runs that are new (with their params) and link all of them to the experiment.
+
+    Existing runs are left as they are: a run is identified by its config, whoever created it.
+    Returns the run id of every key.
+    """
+    now = utcnow()
+    ids: dict[str, int] = {}
+    for chunk in _chunks(rows):
+        keys = [r.key for r in chunk]
+        conn.execute(
+            insert_for(conn, runs).on_conflict_do_nothing(index_elements=[runs.c.key]),
+            [
+                {"key": r.key, "hash_version": HASH_VERSION, "experiment_id": experiment_id,
+                 "group_name": r.group, "task": r.task, "config": r.config,
+                 "status": RunStatus.pending, "attempts": 0, "created_at": now}
+                for r in chunk
+            ],
+        )
+        found = dict(conn.execute(select(runs.c.key, runs.c.id).where(runs.c.key.in_(keys))).all())
+        ids.update(found)
+        with_params = set(conn.execute(
+            select(Param.run_id).where(Param.run_id.in_(found.values())).distinct()
+        ).scalars())
+        params = [
+            {"run_id": found[r.key], "key": k, **typed_param(v)}
+            for r in chunk if found[r.key] not in with_params
+            for k, v in flatten(r.config).items()
+        ]
+        if params:
+            conn.execute(insert_for(conn, Param.__table__).on_conflict_do_nothing(), params)
+        conn.execute(
+            insert_for(conn, ExperimentRun.__table__).on_conflict_do_nothing(),
+            [{"experiment_id": experiment_id, "run_id": found[r.key], "group_name": r.group} for r in chunk],
+        )
+    return ids
+
+
+def statuses(conn: Connection, keys: Sequence[str]) -> dict[str, RunStatus]:
+    found: dict[str, RunStatus] = {}
+    for chunk in _chunks(keys):
+        found.update(conn.execute(select(runs.c.key, runs.c.status).where(runs.c.key.in_(chunk))).tuples().all())
+    return found
+
+
+def reset(conn: Connection, run_ids: Sequence[int], from_statuses: Sequence[RunStatus]) -> list[int]:
+    """Make runs in `from_statuses` pending again (for --force and --retry-failed), forgetting their
+    checkpoints and metrics so they start from scratch. Running runs are never touched."""
+    count = 0
+    for chunk in _chunks(run_ids):
+        chosen = list(conn.execute(
+            select(runs.c.id).where(runs.c.id.in_(chunk), runs.c.status.in_(from_statuses))
+        ).scalars())
+        if not chosen:
+            continue
+        clear_results(conn, chosen)
+        conn.execute(
+            update(runs).where(runs.c.id.in_(chosen)).values(
+                status=RunStatus.pending, checkpoint_step=None, progress_step=None, error_type=None,
+                error_message=None, traceback=None, finished_at=None,
+            )
+        )
+        done.extend(chosen)
+    return done
+
+
+def reap(engine: Engine, now: datetime | None = None, alive=None) -> int:
+    """Mark as interrupted the running runs whose worker is gone: its lease expired, or it ran on
+    this host and its process no longer exists. Returns how many were marked."""
+    now = now or utcnow()
+    host = socket.gethostname()
+    alive = alive or _process_alive
+    with reading(engine) as conn:
+        candidates = conn.execute(
+            select(runs.c.id, runs.c.worker_id, runs.c.host, runs.c.pid, runs.c.lease_expires_at)
+            .where(runs.c.status == RunStatus.running)
+        ).all()
+    gone = [
+        (r.id, r.worker_id) for r in candidates
+        if (r.lease_expires_at is not None and r.lease_expires_at < now)
+        or (r.host == host and r.pid is not None and not alive(r.pid))
+    ]
+    marked = 0
+    with writing(engine) as conn:
+        for run_id, worker_id in gone:
+            result = conn.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.status == RunStatus.running,
+                                   runs.c.worker_id == worker_id)
+                .values(status=RunStatus.interrupted, error_type="WorkerLost",
+                        error_message="the worker stopped heartbeating (killed or lost); the run resumes from its last checkpoint")
+            )
+            if result.rowcount:
+                _end_attempt(conn, run_id, RunStatus.interrupted, now)
+                marked += 1
+    return marked
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(engine: Engine, candidate_ids: Sequence[int], worker: Worker, lease: timedelta) -> ClaimedRun | None:
+    """Atomically take the first claimable run among `candidate_ids` (in order), or None."""
+    now = utcnow()
+    claimable = or_(
+        runs.c.status.in_(CLAIMABLE),
+        and_(runs.c.status == RunStatus.running, runs.c.lease_expires_at < now),
+    )
+    with writing(engine) as conn:
+        row = conn.execute(
+            select(runs.c.id).where(runs.c.id.in_(candidate_ids), claimable)
+            .order_by(runs.c.id).limit(1).with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            return None
+        claimed = conn.execute(
+            update(runs).where(runs.c.id == row.id).values(
+                status=RunStatus.running, attempts=runs.c.attempts + 1, worker_id=worker.id,
+                host=worker.host, pid=worker.pid, started_at=now, heartbeat_at=now,
+                lease_expires_at=now + lease, finished_at=None,
+            ).returning(runs.c.id, runs.c.key, runs.c.group_name, runs.c.task, runs.c.config,
+                        runs.c.attempts, runs.c.checkpoint_step)
+        ).one()
+        conn.execute(
+            insert_for(conn, Attempt.__table__).on_conflict_do_nothing(),
+            {"run_id": claimed.id, "attempt": claimed.attempts, "worker_id": worker.id, "host": worker.host,
+             "pid": worker.pid, "started_at": now, "status": RunStatus.running,
+             "resumed_from_step": claimed.checkpoint_step},
+        )
+    return ClaimedRun(claimed.id, claimed.key, claimed.group_name, claimed.task, claimed.config,
+                      claimed.attempts, claimed.checkpoint_step)
+
+
+def heartbeat(engine: Engine, run_id: int, worker: Worker, lease: timedelta,
+              progress: tuple[int, int] | None) -> bool:
+    """Extend the lease; False when this worker no longer holds the run."""
+    now = utcnow()
+    values: dict[str, Any] = {"heartbeat_at": now, "lease_expires_at": now + lease}
+    if progress is not None:
+        values["progress_step"], values["progress_total"] = progress
+    with writing(engine) as conn:
+        result = conn.execute(
+            update(runs).where(runs.c.id == run_id, runs.c.worker_id == worker.id,
+                               runs.c.status == RunStatus.running).values(**values)
+        )
+    return result.rowcount == 1
+
+
+def finish(conn: Connection, run_id: int, worker: Worker, status: RunStatus, *,
+           error_type: str | None = None, error_message: str | None = None, traceback: str | None = None,
+           progress: tuple[int, int] | None = None) -> bool:
+    """Record how the attempt ended; False when this worker had lost the run meanwhile."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": status, "finished_at": now if status != RunStatus.interrupted else None,
+        "lease_expires_at": None, "error_type": error_type, "error_message": error_message, "traceback": traceback,
+    }
+    if progress is not None:
+        values["progress_step"], values["progress_total"] = progress
+    result = conn.execute(
+        update(runs).where(runs.c.id == run_id, runs.c.worker_id == worker.id,
+                           runs.c.status == RunStatus.running).values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    _end_attempt(conn, run_id, status, now)
+    return True
+
+
+def _end_attempt(conn: Connection, run_id: int, status: RunStatus, now: datetime) -> None:
+    latest = select(func.max(Attempt.attempt)).where(Attempt.run_id == run_id).scalar_subquery()
+    conn.execute(
+        update(Attempt.__table__).where(Attempt.run_id == run_id, Attempt.attempt == latest)
+        .values(status=status, ended_at=now)
+    )
+
+
+def set_checkpoint_step(conn: Connection, run_id: int, worker: Worker, step: int) -> None:
+    conn.execute(update(runs).where(runs.c.id == run_id, runs.c.worker_id == worker.id).values(checkpoint_step=step))

@@ -1,0 +1,111 @@
+"""The run context handed to a task: buffered metrics, artifacts, checkpoints, progress, stop."""
+
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ntklab.db.connection import writing
+from ntklab.db.queue import ClaimedRun, Worker, set_checkpoint_step, utcnow
+from ntklab.db.records import MetricPoint, finite_or_none, record_artifact, write_metrics
+from ntklab.runner.runlog import RunLog
+from ntklab.store import Home, atomic_write
+
+FLUSH_POINTS = 2_000
+FLUSH_SECONDS = 10.0
+_STEP_HEADER = struct.Struct("<q")
+
+
+class LeaseLost(Exception):
+    """Another worker took this run over (our lease expired); this worker must drop it silently."""
+
+
+class StopFlag:
+    """Set by signal handlers; read by tasks through `ctx.should_stop()`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal_name: str | None = None
+
+    def set(self, signal_name: str) -> None:
+        self.signal_name = self.signal_name or signal_name
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+def read_checkpoint(home: Home, run_key: str) -> tuple[int, bytes] | None:
+    path = home.checkpoint_path(run_key)
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    (step,) = _STEP_HEADER.unpack_from(data)
+    return step, data[_STEP_HEADER.size :]
+
+
+class LiveRunContext:
+    """Implements `ntklab.tasks.context.RunContext` against the database and the home directory."""
+
+    def __init__(self, engine: Engine, home: Home, run: ClaimedRun, worker: Worker, stop: StopFlag,
+                 log: RunLog, on_progress: Callable[[int, int], None]):
+        self.run_key = run.key
+        self._engine, self._home, self._run, self._worker = engine, home, run, worker
+        self._stop, self._log, self._on_progress = stop, log, on_progress
+        self._pending: list[MetricPoint] = []
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self.lease_lost = threading.Event()
+        self.latest_progress: tuple[int, int] | None = None
+        self.last_logged_step: int | None = None
+
+    def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
+        now = time.time()
+        with self._lock:
+            self._pending.extend(MetricPoint(name, int(step), finite_or_none(v), now) for name, v in values.items())
+        self.last_logged_step = int(step)
+        if len(self._pending) >= FLUSH_POINTS or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            points, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
+        if not points:
+            return
+        self._check_lease()
+        with writing(self._engine) as conn:
+            write_metrics(conn, self._run.id, points)
+
+    def save_artifact(self, name: str, data: bytes, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
+        self._check_lease()
+        digest, path = self._home.put_artifact(data)
+        with writing(self._engine) as conn:
+            record_artifact(conn, self._run.id, name, path, kind, len(data), digest, metadata, utcnow())
+        self._log.write(f"artifact {name}: {len(data)} bytes, sha256 {digest[:12]}")
+
+    def load_checkpoint(self) -> bytes | None:
+        found = read_checkpoint(self._home, self.run_key)
+        return found[1] if found else None
+
+    def save_checkpoint(self, step: int, payload: bytes) -> None:
+        self.flush()
+        self._check_lease()
+        atomic_write(self._home.checkpoint_path(self.run_key), _STEP_HEADER.pack(int(step)) + payload)
+        with writing(self._engine) as conn:
+            set_checkpoint_step(conn, self._run.id, self._worker, int(step))
+        self._log.write(f"checkpoint at step {step}")
+
+    def progress(self, step: int, total: int) -> None:
+        self.latest_progress = (int(step), int(total))
+        self._on_progress(int(step), int(total))
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set() or self.lease_lost.is_set()
+
+    def _check_lease(self) -> None:
+        if self.lease_lost.is_set():
+            raise LeaseLost(f"run {self.run_key[:12]} was taken over by another worker")

@@ -1,0 +1,21 @@
+"""The per-run log file (home/logs/<run key>.log) that `ntklab logs RUN` prints.
+
+Lines are appended across attempts, so the log of a resumed run tells its whole story."""
+
+import time
+from pathlib import Path
+
+
+class RunLog:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = path.open("a", encoding="utf-8")
+
+    def write(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        for line in message.rstrip("\n").splitlines() or [""]:
+            self._handle.write(f"{stamp} {line}\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()

@@ -1,0 +1,56 @@
+"""The home directory: the SQLite database, the content-addressed artifact store, checkpoints
+and run logs. Every file is written atomically (temporary file, fsync, rename), so a killed
+process or a full disk never leaves a half-written artifact or checkpoint behind."""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+DEFAULT_HOME = ".ntklab"
+
+
+def resolve_home(home: str | Path | None) -> Path:
+    """`--home`, else NTKLAB_HOME, else `.ntklab` in the working directory."""
+    return Path(home or os.environ.get("NTKLAB_HOME") or DEFAULT_HOME).absolute()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class Home:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def artifact_path(self, sha256: str) -> Path:
+        return self.root / "artifacts" / sha256[:2] / sha256[2:]
+
+    def put_artifact(self, data: bytes) -> tuple[str, str]:
+        """Store bytes by content; returns (sha256, path relative to the home)."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.artifact_path(digest)
+        if not path.exists():
+            atomic_write(path, data)
+        return digest, str(path.relative_to(self.root))
+
+    def checkpoint_path(self, run_key: str) -> Path:
+        return self.root / "checkpoints" / run_key / "checkpoint.bin"
+
+    def log_path(self, run_key: str) -> Path:
+        return self.root / "logs" / f"{run_key}.log"

@@ -1,0 +1,52 @@
+"""Printing tables as rich tables, CSV or JSON: the formats every listing command offers."""
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.table import Table
+
+Format = Literal["table", "csv", "json"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Format, console: Console,
+         title: str | None = None) -> None:
+    if fmt == "json":
+        records = [{c: _plain(v) for c, v in zip(columns, row)} for row in rows]
+        console.file.write(json.dumps(records, indent=1, default=str) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(console.file, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if v is None else _plain(v) for v in row])
+    else:
+        table = Table(title=title, show_lines=False, header_style="bold")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row))
+        console.print(table)
