@@ -141,14 +141,14 @@ def enqueue(conn: Connection, experiment_id: int, rows: Sequence[PlanRow]) -> di
 def statuses(conn: Connection, keys: Sequence[str]) -> dict[str, RunStatus]:
     found: dict[str, RunStatus] = {}
     for chunk in _chunks(keys):
-        found.update(conn.execute(select(runs.c.key, runs.c.status).where(runs.c.key.in_(chunk))).tuples().all())
+        found.update(conn.execute(select(runs.c.key, runs.c.status).where(runs.c.key.in_(chunk))).all())
     return found
 
 
 def reset(conn: Connection, run_ids: Sequence[int], from_statuses: Sequence[RunStatus]) -> list[int]:
     """Make runs in `from_statuses` pending again (for --force and --retry-failed), forgetting their
-    checkpoints and metrics so they start from scratch. Running runs are never touched."""
-    count = 0
+    metrics so they start from scratch. Running runs are never touched. Returns the ids reset."""
+    done: list[int] = []
     for chunk in _chunks(run_ids):
         chosen = list(conn.execute(
             select(runs.c.id).where(runs.c.id.in_(chunk), runs.c.status.in_(from_statuses))

@@ -29,7 +29,10 @@ def finite_or_none(value: float) -> float | None:
 
 
 def write_metrics(conn: Connection, run_id: int, points: Sequence[MetricPoint]) -> None:
-    """Upsert points on (run, name, step) and fold them into the per-series summaries."""
+    """Upsert points on (run, name, step) and keep the per-series summaries exact.
+
+    Appending steps folds the new points into the summaries; a batch that rewrites steps at or
+    before a series' last step (a replay) rebuilds that series' summary from the table instead."""
     if not points:
         return
     stmt = insert_for(conn, metrics)
@@ -40,7 +43,17 @@ def write_metrics(conn: Connection, run_id: int, points: Sequence[MetricPoint]) 
         ),
         [{"run_id": run_id, "name": p.name, "step": p.step, "value": p.value, "wall_time": p.wall_time} for p in points],
     )
-    _fold_summaries(conn, [_summarize(run_id, name, series) for name, series in _by_name(points).items()])
+    grouped = _by_name(points)
+    last_steps = dict(conn.execute(
+        select(summaries.c.name, summaries.c.last_step)
+        .where(summaries.c.run_id == run_id, summaries.c.name.in_(list(grouped)))
+    ).all())
+    rewritten = [n for n, series in grouped.items() if n in last_steps and min(p.step for p in series) <= last_steps[n]]
+    appended = [_summarize(run_id, n, series) for n, series in grouped.items() if n not in rewritten]
+    if appended:
+        _fold_summaries(conn, appended)
+    if rewritten:
+        _rebuild_summaries(conn, run_id, rewritten)
 
 
 def _by_name(points: Sequence[MetricPoint]) -> dict[str, list[MetricPoint]]:
@@ -96,9 +109,19 @@ def truncate_after(conn: Connection, run_id: int, step: int | None) -> None:
     if step is not None:
         condition = condition & (metrics.c.step > step)
     conn.execute(delete(metrics).where(condition))
-    conn.execute(delete(summaries).where(summaries.c.run_id == run_id))
+    _rebuild_summaries(conn, run_id, None)
+
+
+def _rebuild_summaries(conn: Connection, run_id: int, names: list[str] | None) -> None:
+    """Recompute the summaries of `names` (all series when None) from the metrics table."""
+    scope = summaries.c.run_id == run_id
+    series_scope = metrics.c.run_id == run_id
+    if names is not None:
+        scope = scope & summaries.c.name.in_(names)
+        series_scope = series_scope & metrics.c.name.in_(names)
+    conn.execute(delete(summaries).where(scope))
     remaining = conn.execute(
-        select(metrics.c.name, metrics.c.step, metrics.c.value, metrics.c.wall_time).where(metrics.c.run_id == run_id)
+        select(metrics.c.name, metrics.c.step, metrics.c.value, metrics.c.wall_time).where(series_scope)
     ).all()
     if remaining:
         points = [MetricPoint(r.name, r.step, r.value, r.wall_time) for r in remaining]

@@ -77,18 +77,18 @@ def _build_mlp(config: MLPModel, input_shape: tuple[int, ...], out_dim: int, key
 
 def _build_cnn(config: CNNModel, input_shape: tuple[int, ...], out_dim: int, key: jax.Array) -> CNN:
     height, width, channels = _image_shape(input_shape, "cnn")
-    keys = jax.random.split(key, config.depth + 1)
-    in_channels = [channels] + [config.channels] * (config.depth - 1)
-    convs = tuple(
-        Conv2d(c, config.channels, config.kernel_size, config.padding, config, k)
-        for c, k in zip(in_channels, keys[:-1])
-    )
     shrink = 0 if config.padding == "SAME" else config.depth * (config.kernel_size - 1)
     if min(height, width) - shrink < 1:
         raise ValueError(
             f"{config.depth} VALID {config.kernel_size}x{config.kernel_size} convolutions "
             f"leave nothing of a {height}x{width} input"
         )
+    keys = jax.random.split(key, config.depth + 1)
+    in_channels = [channels] + [config.channels] * (config.depth - 1)
+    convs = tuple(
+        Conv2d(c, config.channels, config.kernel_size, config.padding, config, k)
+        for c, k in zip(in_channels, keys[:-1])
+    )
     spatial = 1 if config.readout == "gap" else (height - shrink) * (width - shrink)
     readout = Dense(spatial * config.channels, out_dim, config, keys[-1])
     return CNN(convs + (readout,), activation(config.activation), config.readout)
@@ -150,6 +150,7 @@ def path_name(path: tuple) -> str:
 
 
 def named_parameters(model: eqx.Module) -> dict[str, jax.Array]:
-    """The model's arrays by dotted path, in pytree order."""
-    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(model, eqx.is_array))[0]
+    """The model's arrays by dotted path, in pytree order. Every other field of a model is static,
+    so its leaves are its parameters (arrays, or shape structs under `eqx.filter_eval_shape`)."""
+    leaves = jax.tree_util.tree_flatten_with_path(model)[0]
     return {path_name(path): leaf for path, leaf in leaves}

@@ -62,7 +62,7 @@ def make_train_step(
     @eqx.filter_jit
     def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
         loss, grads = eqx.filter_value_and_grad(batch_loss)(state.model, x, y)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, eqx.filter(state.model, eqx.is_array))
         next_state = TrainState(
             model=eqx.apply_updates(state.model, updates),

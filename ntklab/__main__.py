@@ -1,0 +1,3 @@
+from ntklab.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""Shared fixtures: temporary homes, the real CLI in a subprocess, and database URLs.
+
+PostgreSQL tests use the server named by NTKLAB_TEST_PG_URL (scripts/postgres.sh starts one).
+Each test gets a database of its own. In CI (CI=true) a missing server is an error, not a skip.
+"""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SPECS = REPO / "specs"
+
+
+def _admin_url() -> str | None:
+    url = os.environ.get("NTKLAB_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but NTKLAB_TEST_PG_URL is not set: PostgreSQL tests must run in CI "
+                        "(scripts/postgres.sh starts a server)")
+        pytest.skip("no PostgreSQL server: set NTKLAB_TEST_PG_URL (scripts/postgres.sh starts one)")
+    return url
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(_admin_url())
+    name = f"ntklab_test_{uuid.uuid4().hex[:12]}"
+    plain = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Each database backend in turn: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ntklab.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+def ntklab(*args: str, home: Path, db: str | None = None, timeout: float = 600, check: bool = False,
+           cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess against `home` (and `db`, if given)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_")}
+    env["NTKLAB_HOME"] = str(home)
+    if db:
+        env["NTKLAB_DB"] = db
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    result = subprocess.run([sys.executable, "-m", "ntklab", *args], capture_output=True, text=True, env=env,
+                            timeout=timeout, cwd=cwd or home)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ntklab {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def start_ntklab(*args: str, home: Path, db: str | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_")}
+    env["NTKLAB_HOME"] = str(home)
+    if db:
+        env["NTKLAB_DB"] = db
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return subprocess.Popen([sys.executable, "-m", "ntklab", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=home)

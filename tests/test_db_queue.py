@@ -1,0 +1,152 @@
+"""The run queue and records on both backends: claims are exclusive, leases expire, metrics
+upsert and summarize, and a resumed run's metrics are truncated and rebuilt."""
+
+import math
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from ntklab.db.connection import open_engine, reading, writing
+from ntklab.db.models import Attempt, Metric, MetricSummary, Param, Run, RunStatus
+from ntklab.db.queue import PlanRow, Worker, claim, enqueue, finish, heartbeat, reap, reset, sync_experiment
+from ntklab.db.records import MetricPoint, truncate_after, write_metrics
+from ntklab.db.schema import ensure_schema
+
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = open_engine(db_url)
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def make_runs(engine, n: int, experiment: str = "e", group: str = "g") -> list[int]:
+    rows = [PlanRow(f"{i:064x}", group, "probe", {"task": "probe", "seed": i, "lr": 0.1 * i, "tag": f"t{i % 2}",
+                                                  "flag": i % 2 == 0, "shape": [i, 2]}) for i in range(n)]
+    with writing(engine) as conn:
+        experiment_id = sync_experiment(conn, experiment, "", "spec", "0" * 64, "spec.yaml")
+        ids = enqueue(conn, experiment_id, rows)
+    return [ids[r.key] for r in rows]
+
+
+def test_enqueue_is_idempotent_and_stores_typed_params(engine):
+    first = make_runs(engine, 3)
+    again = make_runs(engine, 3)
+    assert first == again
+    with reading(engine) as conn:
+        assert conn.execute(select(func.count()).select_from(Run)).scalar_one() == 3
+        params = {(p.run_id, p.key): p for p in conn.execute(select(Param.__table__)).all()}
+    p = params[(first[1], "lr")]
+    assert p.value_num == pytest.approx(0.1) and p.value_str is None
+    assert params[(first[1], "tag")].value_str == "t1"
+    assert params[(first[0], "flag")].value_bool is True
+    assert params[(first[2], "shape")].value_json == [2, 2]
+
+
+def test_claims_are_exclusive_across_threads(engine):
+    ids = make_runs(engine, 40)
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def work():
+        worker = Worker.current()
+        worker = Worker(worker.id + threading.current_thread().name, worker.host, worker.pid)
+        while (run := claim(engine, ids, worker, LEASE)) is not None:
+            with lock:
+                taken.append(run.id)
+            with writing(engine) as conn:
+                assert finish(conn, run.id, worker, RunStatus.done)
+
+    threads = [threading.Thread(target=work, name=f"w{i}") for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(ids)
+    with reading(engine) as conn:
+        attempts = conn.execute(select(Run.attempts)).scalars().all()
+        assert set(attempts) == {1}
+        assert conn.execute(select(func.count()).select_from(Attempt)).scalar_one() == 40
+
+
+def test_expired_lease_is_claimable_and_the_old_worker_loses_the_run(engine):
+    [run_id] = make_runs(engine, 1)
+    first, second = Worker("a:1:x", "elsewhere", 1), Worker("b:2:y", "elsewhere", 2)
+    claimed = claim(engine, [run_id], first, timedelta(seconds=0.3))
+    assert claimed is not None and claimed.attempt == 1
+    assert claim(engine, [run_id], second, LEASE) is None, "a live lease must not be taken"
+    time.sleep(0.5)
+    retaken = claim(engine, [run_id], second, LEASE)
+    assert retaken is not None and retaken.attempt == 2
+    assert not heartbeat(engine, run_id, first, LEASE, None)
+    with writing(engine) as conn:
+        assert not finish(conn, run_id, first, RunStatus.done)
+        assert finish(conn, run_id, second, RunStatus.done)
+
+
+def test_reaper_marks_runs_of_dead_local_processes_interrupted(engine):
+    import socket
+
+    ids = make_runs(engine, 2)
+    dead = Worker("dead", socket.gethostname(), 999_999)
+    remote = Worker("remote", "another-host", 999_999)
+    claim(engine, [ids[0]], dead, LEASE)
+    claim(engine, [ids[1]], remote, LEASE)
+    assert reap(engine, alive=lambda pid: False) == 1
+    with reading(engine) as conn:
+        status = dict(conn.execute(select(Run.id, Run.status)).all())
+    assert status[ids[0]] == RunStatus.interrupted, "a run of a dead process on this host is interrupted"
+    assert status[ids[1]] == RunStatus.running, "a remote worker is trusted until its lease expires"
+
+
+def test_metrics_upsert_and_summaries(engine):
+    [run_id] = make_runs(engine, 1)
+    with writing(engine) as conn:
+        write_metrics(conn, run_id, [MetricPoint("loss", s, v, 0.0) for s, v in [(0, 3.0), (1, 1.0), (2, 2.0)]])
+        write_metrics(conn, run_id, [MetricPoint("loss", 1, 5.0, 1.0), MetricPoint("loss", 3, None, 1.0)])
+    with reading(engine) as conn:
+        values = dict(conn.execute(select(Metric.step, Metric.value).where(Metric.name == "loss")).all())
+        summary = conn.execute(select(MetricSummary.__table__)).one()
+    assert values == {0: 3.0, 1: 5.0, 2: 2.0, 3: None}
+    assert (summary.last, summary.last_step) == (None, 3)
+    assert (summary.max, summary.max_step) == (5.0, 1)
+    assert (summary.min, summary.min_step) == (2.0, 2)
+
+
+def test_truncate_after_rebuilds_summaries(engine):
+    [run_id] = make_runs(engine, 1)
+    with writing(engine) as conn:
+        write_metrics(conn, run_id, [MetricPoint("acc", s, s / 10, 0.0) for s in range(10)])
+        truncate_after(conn, run_id, 4)
+    with reading(engine) as conn:
+        steps = conn.execute(select(Metric.step).order_by(Metric.step)).scalars().all()
+        summary = conn.execute(select(MetricSummary.__table__)).one()
+    assert steps == [0, 1, 2, 3, 4]
+    assert summary.last == pytest.approx(0.4) and summary.max == pytest.approx(0.4) and summary.max_step == 4
+
+
+def test_reset_only_touches_the_requested_statuses(engine):
+    ids = make_runs(engine, 3)
+    with writing(engine) as conn:
+        conn.execute(update(Run).where(Run.id == ids[0]).values(status=RunStatus.failed))
+        conn.execute(update(Run).where(Run.id == ids[1]).values(status=RunStatus.running))
+        write_metrics(conn, ids[0], [MetricPoint("loss", 0, 1.0, 0.0)])
+        reset_ids = reset(conn, ids, [RunStatus.failed, RunStatus.done])
+    with reading(engine) as conn:
+        status = dict(conn.execute(select(Run.id, Run.status)).all())
+        assert conn.execute(select(func.count()).select_from(Metric)).scalar_one() == 0
+    assert reset_ids == [ids[0]]
+    assert status[ids[0]] == RunStatus.pending
+    assert status[ids[1]] == RunStatus.running, "a running run is never reset"
+
+
+def test_non_finite_metric_values_are_stored_as_null(engine):
+    from ntklab.db.records import finite_or_none
+
+    assert finite_or_none(math.nan) is None and finite_or_none(math.inf) is None and finite_or_none(2) == 2.0
