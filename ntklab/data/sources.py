@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
-from ntklab.data.config import DigitsData, SyntheticData
+from ntklab.data.config import DataConfig, DigitsData, SyntheticData
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,6 @@ class DigitsSource:
     """scikit-learn's 8x8 digits, shipped with the package: no download."""
 
     def load(self, config: DigitsData) -> Dataset:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
         digits = load_digits()
         images = (digits.images / 16.0)[..., np.newaxis]
         x_train, x_test, y_train, y_test = train_test_split(
@@ -123,5 +122,5 @@ class SyntheticSource:
 SOURCES: Mapping[str, DataSource] = {"digits": DigitsSource(), "synthetic": SyntheticSource()}
 
 
-def load_dataset(config: DigitsData | SyntheticData) -> Dataset:
+def load_dataset(config: DataConfig) -> Dataset:
     return SOURCES[config.dataset].load(config)

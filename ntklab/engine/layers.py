@@ -3,8 +3,8 @@
 Both parameterizations draw the same standard normals from the same key, so a standard and an NTK
 layer built from one key compute the same function at initialization:
 
-    standard: weight = (w_std / sqrt(fan_in)) z_w, bias = b_std z_b, forward weight x + bias
-    ntk:      weight = z_w,                        bias = z_b,       forward (w_std / sqrt(fan_in)) weight x + b_std bias
+    standard: weight = (w_std / sqrt(fan_in)) z_w, bias = b_std z_b; forward weight x + bias
+    ntk:      weight = z_w, bias = z_b; forward (w_std / sqrt(fan_in)) weight x + b_std bias
 
 They differ in the gradients, hence in training dynamics. Layers act on batches.
 """

@@ -1,0 +1,103 @@
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntklab.engine.activations import activation
+from ntklab.engine.config import LayerInit
+from ntklab.engine.layers import Conv2d, Dense, avg_pool_2x2, flatten, global_avg_pool
+
+
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+@pytest.mark.parametrize("b_std", [None, 0.5])
+def test_dense_preactivation_variance(parameterization, b_std):
+    fan_in, width = 200, 4000
+    init = LayerInit(parameterization=parameterization, w_std=1.5, b_std=b_std)
+    layer = Dense(fan_in, width, init, jax.random.PRNGKey(0))
+    x = np.random.default_rng(0).uniform(-2.0, 2.0, size=(8, fan_in)).astype(np.float32)
+    preactivations = np.asarray(layer(x))
+    expected = 1.5**2 * np.mean(x**2, axis=1) + (b_std or 0.0) ** 2
+    np.testing.assert_allclose(preactivations.var(axis=1), expected, rtol=0.08)
+
+
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+def test_conv_preactivation_variance(parameterization):
+    init = LayerInit(parameterization=parameterization, w_std=2.0, b_std=0.3)
+    layer = Conv2d(6, 1000, 3, "VALID", init, jax.random.PRNGKey(1))
+    x = np.random.default_rng(1).normal(size=(2, 5, 5, 6)).astype(np.float32)
+    preactivations = np.asarray(layer(x))
+    patches = np.stack([x[:, i : i + 3, j : j + 3, :] for i in range(3) for j in range(3)], axis=1)
+    expected = 2.0**2 * np.mean(patches**2, axis=(2, 3, 4)) + 0.3**2
+    np.testing.assert_allclose(preactivations.var(axis=-1).reshape(2, 9), expected, rtol=0.15)
+
+
+def test_ntk_layer_is_the_standard_layer_with_rescaled_weights():
+    ntk = Dense(30, 20, LayerInit(parameterization="ntk", w_std=1.7, b_std=0.4), jax.random.PRNGKey(2))
+    standard = Dense(30, 20, LayerInit(parameterization="standard", w_std=1.7, b_std=0.4), jax.random.PRNGKey(3))
+    rescaled = eqx.tree_at(
+        lambda layer: (layer.weight, layer.bias), standard, (ntk.weight * 1.7 / math.sqrt(30), ntk.bias * 0.4)
+    )
+    x = np.random.default_rng(2).normal(size=(5, 30)).astype(np.float32)
+    np.testing.assert_allclose(ntk(x), rescaled(x), rtol=1e-5, atol=1e-6)
+
+
+def test_ntk_and_standard_layers_from_one_key_agree_at_init():
+    key = jax.random.PRNGKey(4)
+    ntk = Conv2d(3, 8, 3, "SAME", LayerInit(parameterization="ntk", w_std=1.3, b_std=0.2), key)
+    standard = Conv2d(3, 8, 3, "SAME", LayerInit(parameterization="standard", w_std=1.3, b_std=0.2), key)
+    x = np.random.default_rng(3).normal(size=(2, 6, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(ntk(x), standard(x), rtol=1e-5, atol=1e-5)
+    assert float(jnp.std(ntk.weight)) == pytest.approx(1.0, rel=0.15)
+    assert float(jnp.std(standard.weight)) == pytest.approx(1.3 / math.sqrt(27), rel=0.15)
+
+
+def test_no_bias_when_b_std_is_none():
+    assert Dense(3, 4, LayerInit(b_std=None), jax.random.PRNGKey(0)).bias is None
+    assert Dense(3, 4, LayerInit(b_std=0.1), jax.random.PRNGKey(0)).bias.shape == (4,)
+
+
+def numpy_conv(x, kernel, padding):
+    kh, kw = kernel.shape[:2]
+    if padding == "SAME":
+        pads = [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in (kh, kw)]
+        x = np.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
+    n, h, w, _ = x.shape
+    out = np.zeros((n, h - kh + 1, w - kw + 1, kernel.shape[3]))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            patch = x[:, i : i + kh, j : j + kw, :]
+            out[:, i, j, :] = np.einsum("nabc,abco->no", patch, kernel)
+    return out
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+def test_conv_matches_brute_force(padding, kernel_size, parameterization):
+    init = LayerInit(parameterization=parameterization, w_std=1.2, b_std=0.5)
+    layer = Conv2d(3, 4, kernel_size, padding, init, jax.random.PRNGKey(5))
+    x = np.random.default_rng(4).normal(size=(2, 7, 6, 3)).astype(np.float32)
+    effective_kernel = np.asarray(layer.weight) * layer.weight_multiplier
+    expected = numpy_conv(x, effective_kernel, padding) + np.asarray(layer.bias) * layer.bias_multiplier
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pooling():
+    x = np.random.default_rng(5).normal(size=(2, 5, 4, 3)).astype(np.float32)
+    expected = x[:, :4, :4, :].reshape(2, 2, 2, 2, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(avg_pool_2x2(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(global_avg_pool(x), x.mean(axis=(1, 2)), rtol=1e-6)
+    assert flatten(x).shape == (2, 60)
+
+
+def test_activations():
+    x = jnp.array([-2.0, -0.5, 0.0, 0.7, 3.0])
+    np.testing.assert_allclose(activation("relu")(x), np.maximum(x, 0))
+    np.testing.assert_allclose(activation("tanh")(x), np.tanh(x), rtol=1e-6)
+    erf_values = np.array([math.erf(v) for v in np.asarray(x)])
+    np.testing.assert_allclose(activation("erf")(x), erf_values, rtol=1e-6, atol=1e-7)
+    exact_gelu = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in np.asarray(x)])
+    np.testing.assert_allclose(activation("gelu")(x), exact_gelu, rtol=1e-6, atol=1e-7)
