@@ -82,14 +82,21 @@ def _engine(db: str | None, home_dir: Path | None, *, create: bool):
     return engine, home
 
 
-def _existing_engine(db: str | None, home_dir: Path | None):
-    """For read-only commands: an engine on a database that must already hold results."""
+def _sqlite_file_missing(db: str | None, home_dir: Path | None) -> str | None:
+    """The path of the SQLite file the command would use, if that file does not exist yet."""
     from ntklab.db.connection import resolve_url
     from ntklab.store import resolve_home
 
     url = resolve_url(db, resolve_home(home_dir))
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise DatabaseError(f"no database at {url.removeprefix('sqlite:///')}: run a spec first, or pass --db/--home")
+    path = url.removeprefix("sqlite:///")
+    return path if url.startswith("sqlite:///") and not Path(path).exists() else None
+
+
+def _existing_engine(db: str | None, home_dir: Path | None):
+    """For read-only commands: an engine on a database that must already hold results."""
+    missing = _sqlite_file_missing(db, home_dir)
+    if missing:
+        raise DatabaseError(f"no database at {missing}: run a spec first, or pass --db/--home")
     return _engine(db, home_dir, create=True)
 
 
@@ -154,7 +161,7 @@ def plan(
     from ntklab.tabular import emit
 
     loaded = load_spec(spec, set_ or [])
-    engine, _ = _engine(db, home, create=False)
+    engine = None if _sqlite_file_missing(db, home) else _engine(db, home, create=False)[0]
     _print_plan(loaded, plan_groups(engine, loaded), title=f"{loaded.name}: {len(loaded.runs)} runs")
     if loaded.duplicates:
         err.print(f"{loaded.duplicates} sweep points repeat a config of their group and are counted once")

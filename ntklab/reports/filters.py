@@ -20,6 +20,7 @@ import ast
 import difflib
 import keyword
 import operator
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -61,8 +62,7 @@ _FLIPPED = {ast.Lt: ast.Gt, ast.LtE: ast.GtE, ast.Gt: ast.Lt, ast.GtE: ast.LtE}
 _ORDERINGS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
 }
-_QUOTING_HINT = 'a name that is not a Python identifier (with "-", "/", a keyword or a part starting with a digit) ' \
-                'can be written param("...") or metric("...")'
+_ODD_NAME = re.compile(r"[A-Za-z_]\w*(?:[./-]\w+)+")
 
 
 class FilterError(UsageError):
@@ -202,9 +202,19 @@ class _Source:
             lines = self.text.splitlines() or [""]
             line = min(max(err.lineno or 1, 1), len(lines))
             column = err.offset if err.offset and err.offset > 0 else len(lines[line - 1]) + 1
-            raise self._error(f"syntax error: {err.msg}; {_QUOTING_HINT}", line, column) from None
+            raise self._error(f"syntax error: {err.msg}{self._hint()}", line, column) from None
         except (ValueError, RecursionError, MemoryError) as err:
             raise FilterError(f"cannot parse the expression: {err}") from None
+
+    def _hint(self) -> str:
+        """What may be wrong: a name Python cannot parse (`a.0.b`, `model.lambda`) or line breaks."""
+        for name in _ODD_NAME.findall(self.text):
+            parts = name.split(".")
+            if "-" in name or "/" in name or any(keyword.iskeyword(p) or p[0].isdigit() for p in parts):
+                return f'; write a name like {name!r} quoted, as param("{name}") or metric("{name}")'
+        if "\n" in self.text:
+            return "; wrap a filter of several lines in parentheses"
+        return ""
 
     def error(self, message: str, node: ast.AST) -> FilterError:
         line = self.text.splitlines()[node.lineno - 1]
@@ -222,11 +232,14 @@ def _field(node: ast.expr, source: _Source, vocabulary: Vocabulary) -> Field:
     if isinstance(node, ast.Call):
         return _called_field(node, source, vocabulary)
     name = _dotted_name(node)
+    if name is None and isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.Sub)):
+        text = ast.get_source_segment(source.text, node)
+        raise source.error(f'a name with "/" or "-" is written quoted, as metric("{text}") or param("{text}")', node)
     if name is None:
         raise source.error(f"expected a field name, not {_describe(node)}", node)
     field = resolve_name(name, vocabulary)
     if field is None:
-        raise source.error(_unknown(name, vocabulary), node)
+        raise source.error(_unknown(name, _all_names(vocabulary)), node)
     return field
 
 
@@ -252,31 +265,44 @@ def _called_field(node: ast.Call, source: _Source, vocabulary: Vocabulary) -> Fi
         raise source.error(f"write {usage}, with quoted strings", node)
     if function == "param":
         if arguments[0] not in vocabulary.param_keys:
-            raise source.error(_unknown(arguments[0], vocabulary, vocabulary.param_keys, "param"), node)
+            raise source.error(_unknown(arguments[0], vocabulary.param_keys, "param"), node)
         return ParamField(arguments[0])
     name, stat = arguments[0], (arguments[1] if len(arguments) == 2 else "last")
     if stat not in STATS:
         raise source.error(f"unknown metric statistic {stat!r}; use one of {', '.join(STATS)}", node)
     if name not in vocabulary.metric_names:
-        raise source.error(_unknown(name, vocabulary, vocabulary.metric_names, "metric"), node)
+        raise source.error(_unknown(name, vocabulary.metric_names, "metric"), node)
     return MetricField(name, stat)
 
 
-def _unknown(name: str, vocabulary: Vocabulary, pool: Iterable[str] | None = None, kind: str = "field") -> str:
-    """The message for an unknown name, with the names it may have meant."""
-    candidates = sorted(pool if pool is not None else {*RUN_ATTRIBUTES, *vocabulary.param_keys, *vocabulary.metric_names})
+def _unknown(name: str, candidates: Iterable[str], kind: str = "field") -> str:
+    """The message for an unknown name, with the names it may have meant: those with the same last
+    part (`lr` -> `train.optimizer.lr`), then close spellings."""
+    pool = sorted(set(candidates))
     namespace, _, rest = name.partition(".")
-    target = rest if pool is None and namespace in ("run", "param", "metric") and rest else name
+    target = rest if namespace in ("run", "param", "metric") and rest else name
     tail = target.rpartition(".")[2]
-    guesses = [c for c in candidates if c.endswith("." + tail)]
-    guesses += [c for c in difflib.get_close_matches(target, candidates, n=3, cutoff=0.6) if c not in guesses]
-    hint = f"; did you mean {', '.join(guesses[:5])}?" if guesses else "; it is no run attribute, param key or metric name in this database"
-    return f"unknown {kind} {name!r}{hint}"
+    guesses = [c for c in pool if c.endswith("." + tail)]
+    guesses += [c for c in difflib.get_close_matches(target, pool, n=3, cutoff=0.6) if c not in guesses]
+    if guesses:
+        return f"unknown {kind} {name!r}; did you mean {', '.join(guesses[:5])}?"
+    if kind == "field":
+        return (f"unknown field {name!r}: no run attribute, param key or metric name is called so "
+                "(quote text values: 'like this')")
+    return f"unknown {kind} {name!r}: no run has it"
+
+
+def _all_names(vocabulary: Vocabulary) -> set[str]:
+    return {*RUN_ATTRIBUTES, *vocabulary.param_keys, *vocabulary.metric_names}
 
 
 def _describe(node: ast.AST) -> str:
     if isinstance(node, ast.Constant):
         return f"the value {node.value!r}"
+    if isinstance(node, ast.Name):
+        if node.id in _WORDS:
+            return f"the value {node.id}"
+        return f"the name {node.id!r} (quote text values: 'like this')"
     return f"a {type(node).__name__} expression"
 
 
@@ -447,9 +473,12 @@ class _Compiler:
             values = [self.literal(e) for e in right.elts]
             return self.compare(self.target(_field(left, self.source, self.vocabulary)), op, values, left)
         left_literal, right_literal = self._is_literal(left), self._is_literal(right)
-        if left_literal == right_literal:
-            what = "two values" if left_literal else "two fields"
-            raise self.error(f"this comparison has {what}; compare one field with one value", node)
+        if left_literal and right_literal:
+            raise self.error("this comparison has two values; compare a field with a value", node)
+        if not left_literal and not right_literal:
+            for side in (left, right):
+                _field(side, self.source, self.vocabulary)
+            raise self.error("this comparison has two fields; compare a field with a value", node)
         if left_literal:
             left, right, op = right, left, _FLIPPED.get(type(op), type(op))()
         value = self.literal(right)

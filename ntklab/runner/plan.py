@@ -25,8 +25,10 @@ class GroupPlan:
         return sum(self.counts.values())
 
 
-def existing_statuses(engine: Engine, plan: ExperimentPlan) -> dict[str, str]:
-    """Status of every planned key already in the database; an empty database has none."""
+def existing_statuses(engine: Engine | None, plan: ExperimentPlan) -> dict[str, str]:
+    """Status of every planned key already in the database; an empty or absent one has none."""
+    if engine is None:
+        return {}
     with reading(engine) as conn:
         revision = current_revision(conn)
         if revision is None:
@@ -37,7 +39,7 @@ def existing_statuses(engine: Engine, plan: ExperimentPlan) -> dict[str, str]:
     return {k: s.value for k, s in found.items()}
 
 
-def plan_groups(engine: Engine, plan: ExperimentPlan) -> list[GroupPlan]:
+def plan_groups(engine: Engine | None, plan: ExperimentPlan) -> list[GroupPlan]:
     known = existing_statuses(engine, plan)
     groups: dict[str, GroupPlan] = {}
     for run in plan.runs:

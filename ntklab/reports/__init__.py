@@ -1,0 +1,1 @@
+"""Reading the result database: run overviews, the filter language and run listings."""

@@ -1,0 +1,253 @@
+"""The run listing of `ntklab query`: one row per run, ordered by run id, with chosen columns.
+
+Default columns: key, experiment (only when no experiment is chosen), group, status, the params
+whose values differ across the listed runs (at most MAX_PARAMS, by key), and the last value of at
+most MAX_METRICS metrics that every listed run with metrics has (PREFERRED_METRICS first). Pending
+runs have no metrics yet, so they do not veto a metric. Headers are written in the filter
+language, so any of them can be passed back as an explicit column.
+
+A run can belong to several groups (and experiments). The listing still has one row per run: its
+`group` cell joins, with ", ", the run's groups within the chosen experiment (all experiments
+when none is chosen) among the requested groups, if any; `experiment` joins its experiments.
+
+Values come in batches, never one query per run: one query selects the runs, then for each chunk
+of CHUNK run ids one query each fetches memberships, the params of the shown keys and the
+summaries of the shown metrics.
+"""
+
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, Text, cast, func, select
+
+from ntklab.db.models import Experiment, ExperimentRun, MetricSummary, Param, Run, RunStatus
+from ntklab.errors import UsageError
+from ntklab.reports.filters import (
+    MEMBERSHIP_ATTRIBUTES,
+    RUN_COLUMNS,
+    Field,
+    MetricField,
+    ParamField,
+    RunField,
+    Vocabulary,
+    compile_filter,
+    field_label,
+    parse_field,
+    parse_status,
+)
+from ntklab.reports.overview import ensure_experiment
+
+CHUNK = 500
+MAX_PARAMS = 8
+MAX_METRICS = 4
+PREFERRED_METRICS = ("test_accuracy", "test_loss", "train_loss", "train_accuracy")
+LARGEST_EXACT_INTEGER = 2**53
+
+runs = Run.__table__
+params = Param.__table__
+summaries = MetricSummary.__table__
+memberships = ExperimentRun.__table__
+experiments = Experiment.__table__
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """Column headers and rows of plain JSON-serializable values (timestamps as ISO strings)."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+def list_runs(
+    conn: Connection,
+    *,
+    experiment: str | None = None,
+    groups: Sequence[str] = (),
+    statuses: Sequence[str] = (),
+    where: str | None = None,
+    columns: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> RunTable:
+    """The runs matching every given criterion; `columns` are names in the filter language."""
+    if limit is not None and limit < 0:
+        raise UsageError(f"the limit must be zero or more, not {limit}")
+    experiment_id = _experiment_id(conn, experiment) if experiment is not None else None
+    if groups:
+        _check_groups(conn, experiment_id, groups)
+    query = _selection(conn, experiment_id, groups, statuses, where)
+    selected = conn.execute(query.limit(limit) if limit is not None else query).all()
+    ids = [r.id for r in selected]
+    vocabulary = Vocabulary.load(conn)
+    if columns is None:
+        fields = _default_fields(conn, ids, with_experiment=experiment_id is None)
+        labels = [field_label(f, vocabulary) for f in fields]
+    else:
+        labels = [c.strip() for c in columns]
+        fields = [parse_field(c, vocabulary) for c in labels]
+    cells = _Cells(conn, ids, fields, experiment_id, groups)
+    return RunTable(labels, [[cells.value(f, run) for f in fields] for run in selected])
+
+
+def _experiment_id(conn: Connection, name: str) -> int:
+    ensure_experiment(conn, name)
+    return conn.execute(select(experiments.c.id).where(experiments.c.name == name)).scalar_one()
+
+
+def _check_groups(conn: Connection, experiment_id: int | None, groups: Sequence[str]) -> None:
+    query = select(memberships.c.group_name).distinct()
+    if experiment_id is not None:
+        query = query.where(memberships.c.experiment_id == experiment_id)
+    known = set(conn.execute(query).scalars())
+    unknown = [g for g in groups if g not in known]
+    if unknown:
+        where = " in this experiment" if experiment_id is not None else ""
+        raise UsageError(f"no group {', '.join(map(repr, unknown))}{where}; groups: {', '.join(sorted(known)) or 'none'}")
+
+
+def _selection(conn: Connection, experiment_id: int | None, groups: Sequence[str], statuses: Sequence[str],
+               where: str | None):
+    query = select(runs.c.id, *(column.label(name) for name, column in RUN_COLUMNS.items())).order_by(runs.c.id)
+    if experiment_id is not None or groups:
+        member = select(memberships.c.run_id).where(memberships.c.run_id == runs.c.id)
+        if experiment_id is not None:
+            member = member.where(memberships.c.experiment_id == experiment_id)
+        if groups:
+            member = member.where(memberships.c.group_name.in_(list(groups)))
+        query = query.where(member.correlate(runs).exists())
+    if statuses:
+        query = query.where(runs.c.status.in_([parse_status(s) for s in statuses]))
+    if where is not None and where.strip():
+        query = query.where(compile_filter(where, conn, experiment_id=experiment_id))
+    return query
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def _default_fields(conn: Connection, ids: Sequence[int], with_experiment: bool) -> list[Field]:
+    fields: list[Field] = [RunField("key")]
+    if with_experiment:
+        fields.append(RunField("experiment"))
+    fields += [RunField("group"), RunField("status")]
+    fields += [ParamField(k) for k in _differing_params(conn, ids)[:MAX_PARAMS]]
+    fields += [MetricField(n) for n in _common_metrics(conn, ids)[:MAX_METRICS]]
+    return fields
+
+
+def _differing_params(conn: Connection, ids: Sequence[int]) -> list[str]:
+    """Keys that some listed run lacks or that take more than one value, sorted.
+
+    Distinct (key, value) pairs are counted in the database per chunk, so only the few distinct
+    values of a sweep travel, not every run's params.
+    """
+    as_text = cast(params.c.value_json, Text)
+    values: dict[str, set[tuple]] = defaultdict(set)
+    present: Counter[str] = Counter()
+    for chunk in _chunks(ids):
+        columns = (params.c.key, params.c.value_num, params.c.value_str, params.c.value_bool, as_text)
+        query = select(*columns, func.count()).where(params.c.run_id.in_(chunk)).group_by(*columns)
+        for key, number, text, flag, json_text, count in conn.execute(query):
+            values[key].add((number, text, flag, json_text or "null"))
+            present[key] += count
+    return sorted(k for k in values if len(values[k]) > 1 or present[k] < len(ids))
+
+
+def _common_metrics(conn: Connection, ids: Sequence[int]) -> list[str]:
+    """Metrics that every listed run with any metric has, the preferred ones first."""
+    counts: Counter[str] = Counter()
+    with_metrics = 0
+    for chunk in _chunks(ids):
+        in_chunk = summaries.c.run_id.in_(chunk)
+        by_name = select(summaries.c.name, func.count()).where(in_chunk).group_by(summaries.c.name)
+        counts.update({name: count for name, count in conn.execute(by_name)})
+        with_metrics += conn.execute(select(func.count(summaries.c.run_id.distinct())).where(in_chunk)).scalar_one()
+    return sorted((n for n, c in counts.items() if c == with_metrics), key=_metric_order)
+
+
+def _metric_order(name: str) -> tuple:
+    preferred = PREFERRED_METRICS.index(name) if name in PREFERRED_METRICS else len(PREFERRED_METRICS)
+    return preferred, "/" in name, name
+
+
+class _Cells:
+    """The values of the shown fields for the selected runs, fetched in batches up front."""
+
+    def __init__(self, conn: Connection, ids: Sequence[int], fields: Sequence[Field], experiment_id: int | None,
+                 groups: Sequence[str]):
+        names = {f.name for f in fields if isinstance(f, RunField)}
+        keys = sorted({f.key for f in fields if isinstance(f, ParamField)})
+        metrics = sorted({f.name for f in fields if isinstance(f, MetricField)})
+        self.memberships = _memberships(conn, ids, experiment_id, groups) if names & set(MEMBERSHIP_ATTRIBUTES) else {}
+        self.params = _param_values(conn, ids, keys) if keys else {}
+        self.summaries = _summary_rows(conn, ids, metrics) if metrics else {}
+
+    def value(self, field: Field, run: Row) -> Any:
+        if isinstance(field, ParamField):
+            return self.params.get((run.id, field.key))
+        if isinstance(field, MetricField):
+            summary = self.summaries.get((run.id, field.name))
+            return getattr(summary, field.stat) if summary is not None else None
+        if field.name in MEMBERSHIP_ATTRIBUTES:
+            return ", ".join(sorted(self.memberships.get(run.id, {}).get(field.name, ())))
+        return _plain(getattr(run, field.name))
+
+
+def _memberships(conn: Connection, ids: Sequence[int], experiment_id: int | None,
+                 groups: Sequence[str]) -> dict[int, dict[str, set[str]]]:
+    found: dict[int, dict[str, set[str]]] = defaultdict(lambda: {"group": set(), "experiment": set()})
+    for chunk in _chunks(ids):
+        query = (select(memberships.c.run_id, memberships.c.group_name, experiments.c.name)
+                 .join(experiments, experiments.c.id == memberships.c.experiment_id)
+                 .where(memberships.c.run_id.in_(chunk)))
+        if experiment_id is not None:
+            query = query.where(memberships.c.experiment_id == experiment_id)
+        if groups:
+            query = query.where(memberships.c.group_name.in_(list(groups)))
+        for run_id, group, experiment in conn.execute(query):
+            found[run_id]["group"].add(group)
+            found[run_id]["experiment"].add(experiment)
+    return found
+
+
+def _param_values(conn: Connection, ids: Sequence[int], keys: Sequence[str]) -> dict[tuple[int, str], Any]:
+    found: dict[tuple[int, str], Any] = {}
+    for chunk in _chunks(ids):
+        query = select(params).where(params.c.run_id.in_(chunk), params.c.key.in_(keys))
+        for row in conn.execute(query):
+            found[(row.run_id, row.key)] = _param_value(row)
+    return found
+
+
+def _param_value(row: Row) -> Any:
+    """Params store numbers as doubles; whole ones come back as integers (widths, seeds, steps)."""
+    if row.value_num is not None:
+        number = row.value_num
+        return int(number) if number.is_integer() and abs(number) < LARGEST_EXACT_INTEGER else number
+    if row.value_str is not None:
+        return row.value_str
+    if row.value_bool is not None:
+        return row.value_bool
+    return row.value_json
+
+
+def _summary_rows(conn: Connection, ids: Sequence[int], names: Sequence[str]) -> dict[tuple[int, str], Row]:
+    found: dict[tuple[int, str], Row] = {}
+    for chunk in _chunks(ids):
+        query = (select(summaries.c.run_id, summaries.c.name, summaries.c.last, summaries.c.min, summaries.c.max)
+                 .where(summaries.c.run_id.in_(chunk), summaries.c.name.in_(names)))
+        for row in conn.execute(query):
+            found[(row.run_id, row.name)] = row
+    return found
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, RunStatus):
+        return value.value
+    return value
