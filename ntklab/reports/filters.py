@@ -2,8 +2,8 @@
 
 An expression is parsed by Python's `ast` (never evaluated) and only the node types handled here are
 accepted: `and`/`or`/`not`, comparisons (chained ones too), `in`/`not in` over lists of literals,
-literals, dotted field names and the quoted field forms `param("key")` and
-`metric("name", "last"|"min"|"max")`. Literal values always travel as bound parameters.
+literals, dotted field names and the quoted field forms `param("key")`, `metric("name")`,
+`metric("name", "max")` and `metric("name").max`. Literal values always travel as bound parameters.
 
 A field name resolves, in this order, to a run attribute (`RUN_ATTRIBUTES`), a param key, or a
 metric name with an optional `.last`/`.min`/`.max` suffix (default last). The prefixes `run.`,
@@ -13,11 +13,13 @@ dotted name is resolved as above, so a config section named `run` or `metric` st
 Every comparison is two-valued, so `not` is plain SQL NOT: `not (train.lr < 0.1)` also selects
 runs that have no `train.lr` at all. For a param or a metric, `!=` and `not in` select runs that
 have the field and whose value differs (`x != 1` leaves out runs without `x`); `is None` selects
-runs without a value (no row, a null value, or a NaN metric).
+runs without a value (no row, a null value, or a NaN metric). `group` and `experiment` are sets
+(a run can belong to several): `==` and `in` ask for membership, `!=` and `not in` for none.
 """
 
 import ast
 import difflib
+import json
 import keyword
 import operator
 import re
@@ -51,11 +53,11 @@ RUN_COLUMNS = {
     "error_type": runs.c.error_type,
 }
 MEMBERSHIP_ATTRIBUTES = ("group", "experiment")
-RUN_ATTRIBUTES = ("status", "group", "task", "key", "attempts", "experiment", "worker", "host",
-                  "created_at", "started_at", "finished_at", "error_type")
+RUN_ATTRIBUTES = (*RUN_COLUMNS, *MEMBERSHIP_ATTRIBUTES)
 STATS = ("last", "min", "max")
 STATUSES = tuple(s.value for s in RunStatus)
 MAX_LENGTH = 10_000
+LARGEST_INTEGER = 2**63
 
 _WORDS = {"true": True, "false": False, "null": None}
 _FLIPPED = {ast.Lt: ast.Gt, ast.LtE: ast.GtE, ast.Gt: ast.Lt, ast.GtE: ast.LtE}
@@ -63,6 +65,7 @@ _ORDERINGS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
 }
 _ODD_NAME = re.compile(r"[A-Za-z_]\w*(?:[./-]\w+)+")
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 
 class FilterError(UsageError):
@@ -139,11 +142,8 @@ def field_label(field: Field, vocabulary: Vocabulary) -> str:
     if isinstance(field, ParamField):
         return _shortest(field, [field.key, f"param.{field.key}"], vocabulary) or f"param({_quoted(field.key)})"
     suffix = "" if field.stat == "last" else f".{field.stat}"
-    found = _shortest(field, [field.name + suffix, f"metric.{field.name}{suffix}"], vocabulary)
-    if found:
-        return found
-    stat = "" if field.stat == "last" else f", {_quoted(field.stat)}"
-    return f"metric({_quoted(field.name)}{stat})"
+    plain = _shortest(field, [field.name + suffix, f"metric.{field.name}{suffix}"], vocabulary)
+    return plain or f"metric({_quoted(field.name)}){suffix}"
 
 
 def _shortest(field: Field, texts: Iterable[str], vocabulary: Vocabulary) -> str | None:
@@ -155,15 +155,21 @@ def _is_plain_name(text: str) -> bool:
 
 
 def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A double-quoted string literal (JSON's escapes are valid Python ones)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def parse_status(text: str) -> RunStatus:
     """A status name, or a UsageError naming the valid ones."""
-    try:
-        return RunStatus(text)
-    except ValueError:
-        raise UsageError(f"unknown status {text!r}; statuses are {', '.join(STATUSES)}") from None
+    if text not in STATUSES:
+        raise UsageError(_status_problem(text))
+    return RunStatus(text)
+
+
+def _status_problem(value: str) -> str:
+    guesses = difflib.get_close_matches(value, STATUSES, n=1)
+    hint = f"; did you mean {guesses[0]!r}?" if guesses else ""
+    return f"unknown status {value!r} (statuses are {', '.join(STATUSES)}){hint}"
 
 
 def parse_field(text: str, vocabulary: Vocabulary) -> Field:
@@ -208,7 +214,7 @@ class _Source:
 
     def _hint(self) -> str:
         """What may be wrong: a name Python cannot parse (`a.0.b`, `model.lambda`) or line breaks."""
-        for name in _ODD_NAME.findall(self.text):
+        for name in _ODD_NAME.findall(_STRING.sub("", self.text)):
             parts = name.split(".")
             if "-" in name or "/" in name or any(keyword.iskeyword(p) or p[0].isdigit() for p in parts):
                 return f'; write a name like {name!r} quoted, as param("{name}") or metric("{name}")'
@@ -231,16 +237,28 @@ class _Source:
 def _field(node: ast.expr, source: _Source, vocabulary: Vocabulary) -> Field:
     if isinstance(node, ast.Call):
         return _called_field(node, source, vocabulary)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Call):
+        return _called_metric_stat(node, source, vocabulary)
+    if isinstance(node, ast.BinOp):
+        raise source.error(_operator_hint(node, source.text), node)
     name = _dotted_name(node)
-    if name is None and isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.Sub)):
-        text = ast.get_source_segment(source.text, node)
-        raise source.error(f'a name with "/" or "-" is written quoted, as metric("{text}") or param("{text}")', node)
     if name is None:
         raise source.error(f"expected a field name, not {_describe(node)}", node)
     field = resolve_name(name, vocabulary)
     if field is None:
         raise source.error(_unknown(name, _all_names(vocabulary)), node)
     return field
+
+
+def _operator_hint(node: ast.BinOp, text: str) -> str:
+    """Arithmetic is not part of the language; say what was probably meant."""
+    if isinstance(node.op, (ast.BitAnd, ast.BitOr)):
+        word = "and" if isinstance(node.op, ast.BitAnd) else "or"
+        return f"write '{word}' to combine conditions"
+    if isinstance(node.op, (ast.Div, ast.Sub)):
+        name = ast.get_source_segment(text, node)
+        return f'a name with "/" or "-" is written quoted, as metric("{name}") or param("{name}")'
+    return "arithmetic is not supported; compare a field with a value"
 
 
 def _dotted_name(node: ast.expr) -> str | None:
@@ -275,6 +293,14 @@ def _called_field(node: ast.Call, source: _Source, vocabulary: Vocabulary) -> Fi
     return MetricField(name, stat)
 
 
+def _called_metric_stat(node: ast.Attribute, source: _Source, vocabulary: Vocabulary) -> MetricField:
+    """`metric("a/b").max`: the same as `metric("a/b", "max")`, without a comma (for column lists)."""
+    field = _called_field(node.value, source, vocabulary)
+    if not isinstance(field, MetricField) or len(node.value.args) != 1 or node.attr not in STATS:
+        raise source.error('write metric("name").last, .min or .max', node)
+    return MetricField(field.name, node.attr)
+
+
 def _unknown(name: str, candidates: Iterable[str], kind: str = "field") -> str:
     """The message for an unknown name, with the names it may have meant: those with the same last
     part (`lr` -> `train.optimizer.lr`), then close spellings."""
@@ -294,6 +320,16 @@ def _unknown(name: str, candidates: Iterable[str], kind: str = "field") -> str:
 
 def _all_names(vocabulary: Vocabulary) -> set[str]:
     return {*RUN_ATTRIBUTES, *vocabulary.param_keys, *vocabulary.metric_names}
+
+
+def _is_literal(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.Name):
+        return node.id in _WORDS
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return _is_literal(node.operand)
+    return False
 
 
 def _describe(node: ast.AST) -> str:
@@ -411,12 +447,6 @@ class _MembershipTarget(_Target):
         return (experiments.c.name if self.name == "experiment" else memberships.c.group_name), value
 
 
-def _status_problem(value: str) -> str:
-    guesses = difflib.get_close_matches(value, STATUSES, n=1)
-    hint = f"; did you mean {guesses[0]!r}?" if guesses else ""
-    return f"unknown status {value!r} (statuses are {', '.join(STATUSES)}){hint}"
-
-
 def _timestamp(name: str, column, value: Any):
     """Timestamps are stored as naive UTC; an ISO literal with an offset is converted to it."""
     if isinstance(value, str):
@@ -448,10 +478,7 @@ class _Compiler:
             return not_(self.condition(node.operand))
         if isinstance(node, ast.Compare):
             return self.chain(node)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr)):
-            word = "and" if isinstance(node.op, ast.BitAnd) else "or"
-            raise self.error(f"write '{word}' to combine conditions", node)
-        if self._is_literal(node):
+        if _is_literal(node):
             raise self.error(f"{_describe(node)} is not a condition; compare a field with it", node)
         field = _field(node, self.source, self.vocabulary)
         if not isinstance(field, ParamField):
@@ -472,7 +499,7 @@ class _Compiler:
                 raise self.error("'in' takes a list of values, like x in [1, 2]", right)
             values = [self.literal(e) for e in right.elts]
             return self.compare(self.target(_field(left, self.source, self.vocabulary)), op, values, left)
-        left_literal, right_literal = self._is_literal(left), self._is_literal(right)
+        left_literal, right_literal = _is_literal(left), _is_literal(right)
         if left_literal and right_literal:
             raise self.error("this comparison has two values; compare a field with a value", node)
         if not left_literal and not right_literal:
@@ -533,16 +560,9 @@ class _Compiler:
             raise self.error(found, node)
         return found
 
-    def _is_literal(self, node: ast.expr) -> bool:
-        if isinstance(node, ast.Constant):
-            return True
-        if isinstance(node, ast.Name):
-            return node.id in _WORDS
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            return self._is_literal(node.operand)
-        return False
-
     def literal(self, node: ast.expr) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and abs(node.value) > LARGEST_INTEGER:
+            raise self.error("the number is too large", node)
         if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (bool, int, float, str))):
             return node.value
         if isinstance(node, ast.Name) and node.id in _WORDS:

@@ -12,9 +12,11 @@ when none is chosen) among the requested groups, if any; `experiment` joins its 
 
 Values come in batches, never one query per run: one query selects the runs, then for each chunk
 of CHUNK run ids one query each fetches memberships, the params of the shown keys and the
-summaries of the shown metrics.
+summaries of the shown metrics (and, to choose the default columns, grouped counts of params and
+metric names).
 """
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -77,16 +79,16 @@ def list_runs(
     experiment_id = _experiment_id(conn, experiment) if experiment is not None else None
     if groups:
         _check_groups(conn, experiment_id, groups)
+    vocabulary = Vocabulary.load(conn)
+    chosen = [parse_field(c, vocabulary) for c in columns] if columns is not None else None
     query = _selection(conn, experiment_id, groups, statuses, where)
     selected = conn.execute(query.limit(limit) if limit is not None else query).all()
     ids = [r.id for r in selected]
-    vocabulary = Vocabulary.load(conn)
-    if columns is None:
+    if chosen is None:
         fields = _default_fields(conn, ids, with_experiment=experiment_id is None)
         labels = [field_label(f, vocabulary) for f in fields]
     else:
-        labels = [c.strip() for c in columns]
-        fields = [parse_field(c, vocabulary) for c in labels]
+        fields, labels = chosen, [c.strip() for c in columns]
     cells = _Cells(conn, ids, fields, experiment_id, groups)
     return RunTable(labels, [[cells.value(f, run) for f in fields] for run in selected])
 
@@ -104,7 +106,8 @@ def _check_groups(conn: Connection, experiment_id: int | None, groups: Sequence[
     unknown = [g for g in groups if g not in known]
     if unknown:
         where = " in this experiment" if experiment_id is not None else ""
-        raise UsageError(f"no group {', '.join(map(repr, unknown))}{where}; groups: {', '.join(sorted(known)) or 'none'}")
+        listed = ", ".join(sorted(known)) or "none"
+        raise UsageError(f"no group {', '.join(map(repr, unknown))}{where}; groups: {listed}")
 
 
 def _selection(conn: Connection, experiment_id: int | None, groups: Sequence[str], statuses: Sequence[str],
@@ -215,24 +218,26 @@ def _memberships(conn: Connection, ids: Sequence[int], experiment_id: int | None
 
 
 def _param_values(conn: Connection, ids: Sequence[int], keys: Sequence[str]) -> dict[tuple[int, str], Any]:
+    """JSON values come as text and are decoded only for the params that hold one (lists)."""
     found: dict[tuple[int, str], Any] = {}
+    columns = (params.c.run_id, params.c.key, params.c.value_num, params.c.value_str, params.c.value_bool,
+               cast(params.c.value_json, Text))
     for chunk in _chunks(ids):
-        query = select(params).where(params.c.run_id.in_(chunk), params.c.key.in_(keys))
-        for row in conn.execute(query):
-            found[(row.run_id, row.key)] = _param_value(row)
+        query = select(*columns).where(params.c.run_id.in_(chunk), params.c.key.in_(keys))
+        for run_id, key, number, text, flag, json_text in conn.execute(query).all():
+            found[(run_id, key)] = _param_value(number, text, flag, json_text)
     return found
 
 
-def _param_value(row: Row) -> Any:
+def _param_value(number: float | None, text: str | None, flag: bool | None, json_text: str | None) -> Any:
     """Params store numbers as doubles; whole ones come back as integers (widths, seeds, steps)."""
-    if row.value_num is not None:
-        number = row.value_num
+    if number is not None:
         return int(number) if number.is_integer() and abs(number) < LARGEST_EXACT_INTEGER else number
-    if row.value_str is not None:
-        return row.value_str
-    if row.value_bool is not None:
-        return row.value_bool
-    return row.value_json
+    if text is not None:
+        return text
+    if flag is not None:
+        return flag
+    return json.loads(json_text) if json_text is not None else None
 
 
 def _summary_rows(conn: Connection, ids: Sequence[int], names: Sequence[str]) -> dict[tuple[int, str], Row]:
@@ -240,7 +245,7 @@ def _summary_rows(conn: Connection, ids: Sequence[int], names: Sequence[str]) ->
     for chunk in _chunks(ids):
         query = (select(summaries.c.run_id, summaries.c.name, summaries.c.last, summaries.c.min, summaries.c.max)
                  .where(summaries.c.run_id.in_(chunk), summaries.c.name.in_(names)))
-        for row in conn.execute(query):
+        for row in conn.execute(query).all():
             found[(row.run_id, row.name)] = row
     return found
 
