@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
 
 
-def _admin_url() -> str | None:
+def postgres_admin_url() -> str | None:
     url = os.environ.get("NTKLAB_TEST_PG_URL")
     if not url:
         if os.environ.get("CI"):
@@ -32,7 +32,7 @@ def pg_url():
     import psycopg
     from sqlalchemy.engine import make_url
 
-    admin = make_url(_admin_url())
+    admin = make_url(postgres_admin_url())
     name = f"ntklab_test_{uuid.uuid4().hex[:12]}"
     plain = admin.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(plain, autocommit=True) as conn:

@@ -5,7 +5,6 @@ The database is built once per backend and module (filters only read it). Postgr
 NTKLAB_TEST_PG_URL is set, and must run in CI.
 """
 
-import os
 import uuid
 from datetime import datetime
 
@@ -13,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
+from conftest import postgres_admin_url
 from ntklab.db.connection import open_engine, reading, writing
 from ntklab.db.models import Experiment, Run, RunStatus
 from ntklab.db.queue import PlanRow, enqueue, sync_experiment
@@ -69,22 +69,18 @@ def populate(engine) -> None:
             conn.execute(update(runs).where(runs.c.id == ids[key]).values(**values))
 
 
-def postgres_admin_url() -> str:
-    url = os.environ.get("NTKLAB_TEST_PG_URL")
-    if url:
-        return url
-    if os.environ.get("CI"):
-        pytest.fail("CI is set but NTKLAB_TEST_PG_URL is not: the PostgreSQL filter tests must run in CI")
-    pytest.skip("set NTKLAB_TEST_PG_URL=postgresql://... to run the PostgreSQL filter tests")
+@pytest.fixture(scope="module")
+def sqlite_engine(tmp_path_factory):
+    engine = open_engine(f"sqlite:///{tmp_path_factory.mktemp('filters') / 'ntklab.db'}")
+    populate(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def engine(request, tmp_path_factory):
     if request.param == "sqlite":
-        engine = open_engine(f"sqlite:///{tmp_path_factory.mktemp('filters') / 'ntklab.db'}")
-        populate(engine)
-        yield engine
-        engine.dispose()
+        yield request.getfixturevalue("sqlite_engine")
         return
     admin = open_engine(make_url(postgres_admin_url()).set(drivername="postgresql+psycopg").render_as_string(False))
     name = f"ntklab_filters_{uuid.uuid4().hex[:12]}"
@@ -338,11 +334,9 @@ def test_filter_errors_are_usage_errors():
     assert issubclass(FilterError, UsageError)
 
 
-def test_param_lookups_use_the_primary_key(engine):
+def test_param_lookups_use_the_primary_key(sqlite_engine):
     """Each EXISTS probes params and summaries by (run_id, key): fast however many runs there are."""
-    if engine.dialect.name != "sqlite":
-        pytest.skip("query plans are checked on SQLite")
-    with reading(engine) as conn:
+    with reading(sqlite_engine) as conn:
         condition = compile_filter("train.lr < 0.5 and not model.arch in ['mlp'] and test_accuracy.max > 0.1", conn)
         sql = select(runs.c.id).where(condition).compile(conn, compile_kwargs={"literal_binds": True})
         plan = [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
