@@ -57,26 +57,26 @@ def home(tmp_path) -> Path:
     return path
 
 
-def ntklab(*args: str, home: Path, db: str | None = None, timeout: float = 600, check: bool = False,
-           cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess against `home` (and `db`, if given)."""
+def _cli_env(home: Path, db: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_")}
     env["NTKLAB_HOME"] = str(home)
     if db:
         env["NTKLAB_DB"] = db
     env.setdefault("JAX_PLATFORMS", "cpu")
-    result = subprocess.run([sys.executable, "-m", "ntklab", *args], capture_output=True, text=True, env=env,
-                            timeout=timeout, cwd=cwd or home)
+    return env
+
+
+def ntklab(*args: str, home: Path, db: str | None = None, timeout: float = 600, check: bool = False
+           ) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess in `home`, against it (and `db`, if given)."""
+    result = subprocess.run([sys.executable, "-m", "ntklab", *args], capture_output=True, text=True,
+                            env=_cli_env(home, db), timeout=timeout, cwd=home)
     if check and result.returncode != 0:
         raise AssertionError(f"ntklab {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
 
 
 def start_ntklab(*args: str, home: Path, db: str | None = None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_")}
-    env["NTKLAB_HOME"] = str(home)
-    if db:
-        env["NTKLAB_DB"] = db
-    env.setdefault("JAX_PLATFORMS", "cpu")
+    """Start the real CLI in the background, as `ntklab` does."""
     return subprocess.Popen([sys.executable, "-m", "ntklab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=home)
+                            stderr=subprocess.PIPE, text=True, env=_cli_env(home, db), cwd=home)

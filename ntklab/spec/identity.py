@@ -5,6 +5,7 @@ checkpoints never makes it a different run. The scheme is versioned: a change to
 HASH_VERSION, which changes every key rather than silently colliding with old ones.
 """
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -16,35 +17,40 @@ from ntklab.configbase import NON_SEMANTIC
 HASH_VERSION = 1
 
 
-def _is_non_semantic(model: BaseModel, name: str) -> bool:
-    extra = type(model).model_fields[name].json_schema_extra
-    return isinstance(extra, dict) and bool(extra.get(NON_SEMANTIC))
+@functools.cache
+def _non_semantic_fields(model_class: type[BaseModel]) -> frozenset[str]:
+    fields = model_class.model_fields
+    return frozenset(
+        name for name, info in fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(NON_SEMANTIC)
+    )
 
 
 def _prune(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    skipped = _non_semantic_fields(type(model))
     kept = {}
     for name, value in dumped.items():
-        if _is_non_semantic(model, name):
+        if name in skipped:
             continue
         attr = getattr(model, name)
         if isinstance(attr, BaseModel):
             value = _prune(attr, value)
-        elif isinstance(attr, (list, tuple)):
-            value = [_prune(a, v) if isinstance(a, BaseModel) else v for a, v in zip(attr, value)]
+        elif isinstance(attr, (list, tuple)) and attr and isinstance(attr[0], BaseModel):
+            value = [_prune(a, v) for a, v in zip(attr, value)]
         kept[name] = value
     return kept
 
 
-def semantic_dict(config: BaseModel) -> dict[str, Any]:
-    """The config as JSON-ready data, without its non-semantic fields."""
-    return _prune(config, config.model_dump(mode="json"))
+def semantic_dict(config: BaseModel, dumped: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config as JSON-ready data (`dumped`, when the caller has it), without non-semantic fields."""
+    return _prune(config, dumped if dumped is not None else config.model_dump(mode="json"))
 
 
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def run_key(config: BaseModel) -> str:
-    """The 64-hex-digit identity of a run."""
-    payload = f"ntklab-run/v{HASH_VERSION}\n{canonical_json(semantic_dict(config))}"
+def run_key(config: BaseModel, dumped: dict[str, Any] | None = None) -> str:
+    """The 64-hex-digit identity of a run; `dumped` is `config.model_dump(mode="json")` if at hand."""
+    payload = f"ntklab-run/v{HASH_VERSION}\n{canonical_json(semantic_dict(config, dumped))}"
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -15,7 +15,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ntklab.errors import Problem, SpecError
-from ntklab.spec.flatten import flatten
 from ntklab.spec.identity import run_key
 from ntklab.spec.models import NAME_PATTERN, Figure, SpecFile
 from ntklab.spec.sweep import Point, expand_sweep, mapping_assignments, split_key
@@ -130,12 +129,13 @@ def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override]) -> tupl
                 if len(problems) >= MAX_PROBLEMS * 4:
                     break
                 continue
-            key = run_key(config)
+            dumped = config.model_dump(mode="json")
+            key = run_key(config, dumped)
             if (key, group) in seen:
                 duplicates += 1
                 continue
             seen.add((key, group))
-            runs.append(PlannedRun(key, group, config.task, config, config.model_dump(mode="json")))
+            runs.append(PlannedRun(key, group, config.task, config, dumped))
     if problems:
         raise SpecError(_dedupe(problems))
     return runs, duplicates
@@ -227,19 +227,26 @@ def _run_problems(err: ValidationError, doc: SourcedYaml, tree: ConfigTree, grou
     return problems
 
 
+def _has_field(config: dict[str, Any], dotted: str) -> bool:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def _check_figures(spec: SpecFile, doc: SourcedYaml, runs: list[PlannedRun]) -> None:
-    known = set(FIGURE_BUILTINS)
-    for run in runs:
-        known.update(flatten(run.config_json))
     problems = []
     for name, figure in spec.figures.items():
         for axis in FIGURE_AXES:
             value = getattr(figure, axis)
-            if value is not None and value not in known:
-                problems.append(Problem(
-                    doc.file, doc.line_of(("figures", name, axis)), f"figures.{name}.{axis}",
-                    f"{value!r} is neither a config field of any run nor one of {', '.join(sorted(FIGURE_BUILTINS))}",
-                ))
+            if value is None or value in FIGURE_BUILTINS or any(_has_field(r.config_json, value) for r in runs):
+                continue
+            problems.append(Problem(
+                doc.file, doc.line_of(("figures", name, axis)), f"figures.{name}.{axis}",
+                f"{value!r} is neither a config field of any run nor one of {', '.join(sorted(FIGURE_BUILTINS))}",
+            ))
     if problems:
         raise SpecError(problems)
 

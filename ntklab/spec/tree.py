@@ -1,7 +1,6 @@
 """A run's config as it is assembled from defaults, its group, sweep points and overrides,
 remembering where each value was set so validation errors can point at the right line."""
 
-import copy
 from typing import Any
 
 from ntklab.spec.sweep import split_key
@@ -22,7 +21,7 @@ class ConfigTree:
 
     def copy(self) -> "ConfigTree":
         other = ConfigTree()
-        other.value = copy.deepcopy(self.value)
+        other.value = _copy_plain(self.value)
         other.sources = dict(self.sources)
         return other
 
@@ -50,7 +49,7 @@ class ConfigTree:
             for sub_key, sub_value in value.items():
                 self.assign(key + split_key(sub_key), sub_value, _child(source, sub_key))
         else:
-            parent[leaf] = copy.deepcopy(value)
+            parent[leaf] = _copy_plain(value)
             self.sources[key] = source
 
     def source_of(self, loc: tuple[str, ...]) -> Source | None:
@@ -65,6 +64,15 @@ class ConfigTree:
         n = len(key)
         for known in [k for k in self.sources if k[:n] == key]:
             del self.sources[known]
+
+
+def _copy_plain(value: Any) -> Any:
+    """A deep copy of YAML data (dicts, lists, scalars); much faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_plain(v) for v in value]
+    return value
 
 
 def _switches_member(existing: dict[str, Any], incoming: dict[str, Any]) -> bool:
