@@ -1,10 +1,18 @@
 """What a task sees of the runner: the run context protocol and the outcomes a task may signal.
 
-A task is a function `run(config, ctx) -> None`. It logs metrics and artifacts through `ctx`,
-checkpoints through `ctx`, and never opens a database session or prints.
+A task module defines its config model and `run(config, ctx) -> None`. It logs metrics and
+artifacts through `ctx`, checkpoints through `ctx`, and never opens a database session or prints.
+
+Two optional hooks:
+- a config may define `upstream_runs(self) -> dict[str, BaseModel]`: named configs of other runs
+  whose results it needs. The runner runs them first (or reuses them when done, by identity) and
+  the task reads their artifacts with `ctx.upstream_artifact(name, artifact)`;
+- a task module may define `check_inputs(config) -> list[str]`: problems with inputs that exist
+  outside the spec (missing or corrupt dataset files). The runner calls it for every planned run
+  before any run starts, and refuses the spec when a problem is reported.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 
@@ -40,3 +48,11 @@ class RunContext(Protocol):
 
     def should_stop(self) -> bool:
         """True once the process was asked to stop (SIGINT/SIGTERM): checkpoint and raise RunInterrupted."""
+
+    def upstream_artifact(self, name: str, artifact: str) -> bytes:
+        """The bytes of artifact `artifact` of the upstream run `name` (see `upstream_runs`)."""
+
+    def cached(self, namespace: str, key: str, compute: Callable[[], bytes]) -> bytes:
+        """Bytes stored under (namespace, key) in the home's cache, computed once by whichever run
+        needs them first (derived datasets, shared intermediate arrays). `key` must identify the
+        content, e.g. the identity hash of the config that produces it."""
