@@ -112,12 +112,14 @@ def run(
     lease_seconds: Annotated[float, typer.Option(help="a run whose worker is silent this long is reclaimed")] = 60.0,
 ) -> None:
     """Expand SPEC into runs and execute those not done yet; interrupted runs resume."""
+    from ntklab.db.models import RunStatus
     from ntklab.runner.execute import ExecuteOptions, execute
     from ntklab.runner.plan import plan_groups
     from ntklab.runner.progress import make_reporter
-    from ntklab.spec.load import load_spec
+    from ntklab.spec.load import check_inputs, load_spec
 
     plan = load_spec(spec, set_ or [])
+    check_inputs(plan)
     engine, store = _engine(db, home, create=True)
     options = ExecuteOptions(retry_failed=retry_failed, force=force, lease=timedelta(seconds=lease_seconds))
     result = execute(engine, store, plan, options, make_reporter(err))
@@ -125,14 +127,17 @@ def run(
     failures = [o for o in result.outcomes if o.status in ("failed", "diverged", "lost")]
     for outcome in failures:
         err.print(f"[red]{outcome.status}[/red] {outcome.key[:12]} ({outcome.group}): {outcome.note}", highlight=False)
-    if result.busy_elsewhere:
-        err.print(f"{result.busy_elsewhere} runs are held by other workers", style="dim")
+    if result.count(RunStatus.running):
+        err.print(f"{result.count(RunStatus.running)} runs are held by other workers", style="dim")
     if result.stopped_by:
         err.print(f"stopped by {result.stopped_by}; run the same command again to resume")
         raise typer.Exit(SIGNAL_EXIT.get(result.stopped_by, EXIT_FAILED_RUNS))
-    if result.any_failed or result.left_failed:
-        if result.left_failed and not result.any_failed:
-            err.print(f"{result.left_failed} runs failed earlier; --retry-failed runs them again")
+    failed = result.count(RunStatus.failed)
+    if failed:
+        earlier = failed - sum(o.status == "failed" for o in result.outcomes)
+        if earlier:
+            err.print(f"{earlier} runs failed earlier or are blocked by a failed upstream run; "
+                      "--retry-failed runs them again")
         raise typer.Exit(EXIT_FAILED_RUNS)
 
 

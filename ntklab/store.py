@@ -4,8 +4,11 @@ process or a full disk never leaves a half-written artifact or checkpoint behind
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 DEFAULT_HOME = ".ntklab"
 
@@ -48,6 +51,12 @@ class Home:
         if not path.exists():
             atomic_write(path, data)
         return digest, str(path.relative_to(self.root))
+
+    def cache_path(self, namespace: str, key: str) -> Path:
+        for part in (namespace, key):
+            if not _SAFE_NAME.fullmatch(part):
+                raise ValueError(f"cache names use letters, digits, '.', '_' and '-' only: {part!r}")
+        return self.root / "cache" / namespace / key
 
     def checkpoint_path(self, run_key: str) -> Path:
         return self.root / "checkpoints" / run_key / "checkpoint.bin"

@@ -89,6 +89,16 @@ class ExperimentRun(Base):
     group_name: Mapped[str] = mapped_column(String(200), primary_key=True)
 
 
+class RunUpstream(Base):
+    """A run's named dependencies: runs whose results it needs, executed (or reused) first."""
+
+    __tablename__ = "run_upstreams"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    upstream_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+
+
 class Attempt(Base):
     """One execution of a run by one worker; a resumed run has several."""
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, update
 
 from ntklab.db.connection import reading, writing
 from ntklab.db.dialect import insert_for
 from ntklab.db.records import clear_results
-from ntklab.db.models import Attempt, Experiment, ExperimentRun, Param, Run, RunStatus
+from ntklab.db.models import Attempt, Experiment, ExperimentRun, Param, Run, RunStatus, RunUpstream
 from ntklab.spec.flatten import flatten
 from ntklab.spec.identity import HASH_VERSION
 
@@ -62,6 +62,7 @@ class PlanRow:
     group: str
     task: str
     config: dict[str, Any]
+    upstream: tuple[tuple[str, str], ...] = ()  # (name, key) of runs planned before this one
 
 
 def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
@@ -135,6 +136,10 @@ def enqueue(conn: Connection, experiment_id: int, rows: Sequence[PlanRow]) -> di
             insert_for(conn, ExperimentRun.__table__).on_conflict_do_nothing(),
             [{"experiment_id": experiment_id, "run_id": found[r.key], "group_name": r.group} for r in chunk],
         )
+        links = [{"run_id": found[r.key], "name": name, "upstream_run_id": ids[key]}
+                 for r in chunk for name, key in r.upstream]
+        if links:
+            conn.execute(insert_for(conn, RunUpstream.__table__).on_conflict_do_nothing(), links)
     return ids
 
 
@@ -207,12 +212,61 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _upstream_in(run_id, statuses):
+    """True where some upstream run of `run_id` has one of `statuses`."""
+    links = RunUpstream.__table__
+    upstream = runs.alias("upstream")
+    return exists(
+        select(links.c.run_id).select_from(links.join(upstream, upstream.c.id == links.c.upstream_run_id))
+        .where(links.c.run_id == run_id, upstream.c.status.in_(statuses))
+    )
+
+
+def fail_blocked(engine: Engine, run_ids: Sequence[int]) -> int:
+    """Mark as failed the pending or interrupted runs among `run_ids` whose upstream run failed or
+    diverged: they can never run. `--retry-failed` retries them with their upstream."""
+    count = 0
+    broken = [RunStatus.failed, RunStatus.diverged]
+    with writing(engine) as conn:
+        for chunk in _chunks(run_ids):
+            result = conn.execute(
+                update(runs).where(runs.c.id.in_(chunk), runs.c.status.in_(CLAIMABLE), _upstream_in(runs.c.id, broken))
+                .values(status=RunStatus.failed, error_type="UpstreamFailed",
+                        error_message="an upstream run it needs failed or diverged", finished_at=utcnow())
+            )
+            count += result.rowcount
+    return count
+
+
+def waiting_on_others(engine: Engine, run_ids: Sequence[int]) -> int:
+    """How many claimable runs among `run_ids` wait for upstream runs that are still to finish."""
+    count = 0
+    unfinished = [RunStatus.pending, RunStatus.running, RunStatus.interrupted]
+    with reading(engine) as conn:
+        for chunk in _chunks(run_ids):
+            count += conn.execute(
+                select(func.count()).select_from(runs)
+                .where(runs.c.id.in_(chunk), runs.c.status.in_(CLAIMABLE), _upstream_in(runs.c.id, unfinished))
+            ).scalar_one()
+    return count
+
+
+def upstream_run(conn: Connection, run_id: int, name: str) -> tuple[int, str] | None:
+    """(id, key) of the upstream run `name` of `run_id`."""
+    links = RunUpstream.__table__
+    row = conn.execute(
+        select(runs.c.id, runs.c.key).select_from(links.join(runs, runs.c.id == links.c.upstream_run_id))
+        .where(links.c.run_id == run_id, links.c.name == name)
+    ).first()
+    return (row.id, row.key) if row else None
+
+
 def claim(engine: Engine, candidate_ids: Sequence[int], worker: Worker, lease: timedelta) -> ClaimedRun | None:
     """Atomically take the first claimable run among `candidate_ids` (in order), or None."""
     now = utcnow()
-    claimable = or_(
-        runs.c.status.in_(CLAIMABLE),
-        and_(runs.c.status == RunStatus.running, runs.c.lease_expires_at < now),
+    claimable = and_(
+        or_(runs.c.status.in_(CLAIMABLE), and_(runs.c.status == RunStatus.running, runs.c.lease_expires_at < now)),
+        ~_upstream_in(runs.c.id, [s for s in RunStatus if s != RunStatus.done]),
     )
     with writing(engine) as conn:
         row = conn.execute(

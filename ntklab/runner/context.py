@@ -1,15 +1,18 @@
 """The run context handed to a task: buffered metrics, artifacts, checkpoints, progress, stop."""
 
+import hashlib
 import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Engine
+from filelock import FileLock
+from sqlalchemy import Engine, select
 
-from ntklab.db.connection import writing
-from ntklab.db.queue import ClaimedRun, Worker, set_checkpoint_step, utcnow
+from ntklab.db.connection import reading, writing
+from ntklab.db.models import Artifact
+from ntklab.db.queue import ClaimedRun, Worker, set_checkpoint_step, upstream_run, utcnow
 from ntklab.db.records import MetricPoint, finite_or_none, record_artifact, write_metrics
 from ntklab.runner.runlog import RunLog
 from ntklab.store import Home, atomic_write
@@ -36,6 +39,10 @@ class StopFlag:
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking early when the flag is set."""
+        self._event.wait(seconds)
 
 
 def read_checkpoint(home: Home, run_key: str) -> tuple[int, bytes] | None:
@@ -105,6 +112,34 @@ class LiveRunContext:
 
     def should_stop(self) -> bool:
         return self._stop.is_set() or self.lease_lost.is_set()
+
+    def upstream_artifact(self, name: str, artifact: str) -> bytes:
+        with reading(self._engine) as conn:
+            upstream = upstream_run(conn, self._run.id, name)
+            if upstream is None:
+                raise KeyError(f"run {self.run_key[:12]} has no upstream run named {name!r}")
+            row = conn.execute(
+                select(Artifact.path, Artifact.sha256).where(Artifact.run_id == upstream[0], Artifact.name == artifact)
+            ).first()
+        if row is None:
+            raise FileNotFoundError(f"upstream run {name} ({upstream[1][:12]}) has no artifact {artifact!r}")
+        data = (self._home.root / row.path).read_bytes()
+        if hashlib.sha256(data).hexdigest() != row.sha256:
+            raise OSError(f"artifact {artifact!r} of upstream run {upstream[1][:12]} is corrupt: its sha256 "
+                          f"does not match the one recorded ({self._home.root / row.path})")
+        return data
+
+    def cached(self, namespace: str, key: str, compute: Callable[[], bytes]) -> bytes:
+        path = self._home.cache_path(namespace, key)
+        if path.exists():
+            return path.read_bytes()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):
+            if path.exists():
+                return path.read_bytes()
+            data = compute()
+            atomic_write(path, data)
+        return data
 
     def _check_lease(self) -> None:
         if self.lease_lost.is_set():

@@ -16,7 +16,20 @@ from sqlalchemy import Engine, update
 
 from ntklab.db.connection import reading, writing
 from ntklab.db.models import Run, RunStatus
-from ntklab.db.queue import ClaimedRun, PlanRow, Worker, claim, enqueue, finish, reap, reset, statuses, sync_experiment
+from ntklab.db.queue import (
+    ClaimedRun,
+    PlanRow,
+    Worker,
+    claim,
+    enqueue,
+    fail_blocked,
+    finish,
+    reap,
+    reset,
+    statuses,
+    sync_experiment,
+    waiting_on_others,
+)
 from ntklab.db.records import truncate_after
 from ntklab.runner.context import LeaseLost, LiveRunContext, StopFlag, read_checkpoint
 from ntklab.runner.heartbeat import Heartbeat
@@ -30,6 +43,7 @@ from ntklab.tasks.context import RunDiverged, RunInterrupted
 from ntklab.tasks.registry import run_function
 
 CLAIM_WINDOW = 256
+UPSTREAM_POLL_SECONDS = 1.0
 TRACEBACK_LIMIT = 20_000
 
 
@@ -52,19 +66,16 @@ class RunOutcome:
 @dataclass
 class ExecuteResult:
     outcomes: list[RunOutcome] = field(default_factory=list)
-    already_done: int = 0
-    left_failed: int = 0
-    busy_elsewhere: int = 0
+    final: dict[str, RunStatus] = field(default_factory=dict)
     stopped_by: str | None = None
 
-    @property
-    def any_failed(self) -> bool:
-        return any(o.status == RunStatus.failed.value for o in self.outcomes)
+    def count(self, status: RunStatus) -> int:
+        return sum(s == status for s in self.final.values())
 
 
 def enqueue_plan(engine: Engine, plan: ExperimentPlan, options: ExecuteOptions, home: Home) -> dict[str, int]:
     """Record the experiment and its runs; apply --force / --retry-failed. Returns run ids by key."""
-    rows = [PlanRow(r.key, r.group, r.task, r.config_json) for r in plan.runs]
+    rows = [PlanRow(r.key, r.group, r.task, r.config_json, r.upstream) for r in plan.runs]
     with writing(engine) as conn:
         experiment_id = sync_experiment(conn, plan.name, plan.description, plan.text, plan.spec_hash, plan.file)
         ids = enqueue(conn, experiment_id, rows)
@@ -81,36 +92,52 @@ def enqueue_plan(engine: Engine, plan: ExperimentPlan, options: ExecuteOptions, 
 
 
 def execute(engine: Engine, home: Home, plan: ExperimentPlan, options: ExecuteOptions, reporter: Reporter) -> ExecuteResult:
+    """Run every run of the plan that is not done, upstream runs before the runs that need them.
+
+    Runs are claimed in plan order, a window at a time. When nothing in the plan can be claimed,
+    runs blocked by a failed upstream run are marked failed, and runs waiting for upstream runs
+    that other workers hold are waited for; otherwise the plan is finished."""
     ids = enqueue_plan(engine, plan, options, home)
     reap(engine)
     by_key = {r.key: r for r in plan.runs}
+    feeds = {ids[key] for r in plan.runs for _, key in r.upstream}
     current = statuses_in_plan_order(engine, plan)
-    result = ExecuteResult(
-        already_done=sum(s == RunStatus.done for s in current.values()),
-        left_failed=sum(s == RunStatus.failed for s in current.values()),
-    )
     todo = [ids[k] for k, s in current.items() if s in (RunStatus.pending, RunStatus.interrupted, RunStatus.running)]
     worker = Worker.current()
     stop = StopFlag()
-    reporter.start(sum(s != RunStatus.running for s in current.values() if s in
-                       (RunStatus.pending, RunStatus.interrupted)))
+    result = ExecuteResult()
+    reporter.start(sum(s in (RunStatus.pending, RunStatus.interrupted) for s in current.values()))
     try:
         with stop_on_signals(stop):
             start = 0
-            while start < len(todo) and not stop.is_set():
+            while not stop.is_set():
+                if start >= len(todo):
+                    if fail_blocked(engine, todo) or _wait_for_others(engine, todo, stop):
+                        start = 0
+                        continue
+                    break
                 claimed = claim(engine, todo[start : start + CLAIM_WINDOW], worker, options.lease)
                 if claimed is None:
                     start += CLAIM_WINDOW
                     continue
-                outcome = _execute_one(engine, home, by_key[claimed.key], claimed, worker, stop, options, plan,
-                                       reporter)
-                result.outcomes.append(outcome)
+                result.outcomes.append(
+                    _execute_one(engine, home, by_key[claimed.key], claimed, worker, stop, options, plan, reporter)
+                )
+                if claimed.id in feeds:
+                    start = 0  # runs that waited for this one may be claimable now
     finally:
         reporter.close()
     result.stopped_by = stop.signal_name
-    final = statuses_in_plan_order(engine, plan)
-    result.busy_elsewhere = sum(s == RunStatus.running for s in final.values())
+    result.final = statuses_in_plan_order(engine, plan)
     return result
+
+
+def _wait_for_others(engine: Engine, todo: list[int], stop: StopFlag) -> bool:
+    """Sleep a little when runs of the plan wait for upstream runs other workers hold."""
+    if not waiting_on_others(engine, todo):
+        return False
+    stop.wait(UPSTREAM_POLL_SECONDS)
+    return True
 
 
 def statuses_in_plan_order(engine: Engine, plan: ExperimentPlan) -> dict[str, RunStatus]:

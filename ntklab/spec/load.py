@@ -20,7 +20,7 @@ from ntklab.spec.models import NAME_PATTERN, Figure, SpecFile
 from ntklab.spec.sweep import Point, expand_sweep, mapping_assignments, split_key
 from ntklab.spec.tree import DISCRIMINATORS, ConfigTree, Source
 from ntklab.spec.yaml_source import SourcedYaml, parse_scalar, parse_yaml
-from ntklab.tasks.registry import RUN_CONFIG, task_fields
+from ntklab.tasks.registry import RUN_CONFIG, input_problems, task_fields, upstream_configs
 
 MAX_PROBLEMS = 25
 FIGURE_AXES = ("x", "series", "facet")
@@ -34,6 +34,7 @@ class PlannedRun:
     task: str
     config: BaseModel
     config_json: dict[str, Any]
+    upstream: tuple[tuple[str, str], ...] = ()  # (name, run key) of the runs this one needs first
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override]) -> tupl
     top_points = expand_sweep(spec.sweep, ("sweep",), doc)
     runs: list[PlannedRun] = []
     seen: set[tuple[str, str]] = set()
+    planned: set[str] = set()
     duplicates = 0
     for group, body in spec.groups.items():
         if not re.match(NAME_PATTERN, group):
@@ -129,16 +131,30 @@ def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override]) -> tupl
                 if len(problems) >= MAX_PROBLEMS * 4:
                     break
                 continue
-            dumped = config.model_dump(mode="json")
-            key = run_key(config, dumped)
-            if (key, group) in seen:
-                duplicates += 1
-                continue
-            seen.add((key, group))
-            runs.append(PlannedRun(key, group, config.task, config, dumped))
+            before = len(seen)
+            _add_run(config, group, runs, seen, planned)
+            duplicates += len(seen) == before
     if problems:
         raise SpecError(_dedupe(problems))
     return runs, duplicates
+
+
+def _add_run(config: BaseModel, group: str, runs: list[PlannedRun], seen: set[tuple[str, str]],
+             planned: set[str]) -> None:
+    """Plan `config` in `group` after the runs it needs (in groups `<group>.<name>`, unless they
+    are planned already), so the plan lists every run after its upstream runs."""
+    upstream = []
+    for name, needed in upstream_configs(config).items():
+        needed_key = run_key(needed)
+        if needed_key not in planned:
+            _add_run(needed, f"{group}.{name}", runs, seen, planned)
+        upstream.append((name, needed_key))
+    dumped = config.model_dump(mode="json")
+    key = run_key(config, dumped)
+    if (key, group) not in seen:
+        seen.add((key, group))
+        planned.add(key)
+        runs.append(PlannedRun(key, group, config.task, config, dumped, tuple(upstream)))
 
 
 def _check_shared_keys(spec, doc, accepted, overrides, problems) -> None:
@@ -225,6 +241,16 @@ def _run_problems(err: ValidationError, doc: SourcedYaml, tree: ConfigTree, grou
             line = doc.line_of(source) if source is not None else doc.line_of(("groups", group))
             problems.append(Problem(doc.file, line, dotted, message))
     return problems
+
+
+def check_inputs(plan: ExperimentPlan) -> None:
+    """Refuse a plan whose runs need inputs that are missing or corrupt (dataset files), before
+    anything runs or is recorded."""
+    problems: list[str] = []
+    for run in plan.runs:
+        problems.extend(p for p in input_problems(run.config) if p not in problems)
+    if problems:
+        raise SpecError([Problem(plan.file, None, "", p) for p in problems])
 
 
 def _has_field(config: dict[str, Any], dotted: str) -> bool:

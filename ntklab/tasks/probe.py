@@ -23,8 +23,14 @@ class ProbeRunConfig(StrictModel):
     fail_at_step: NonNegativeInt | None = Field(None, description="raise an error at this step")
     diverge_at_step: NonNegativeInt | None = Field(None, description="log a NaN loss at this step")
     artifact_bytes: NonNegativeInt = Field(0, description="size of the artifact written at the end")
+    needs: "ProbeRunConfig | None" = Field(
+        None, description="another probe run, run first; its artifact is read back and checked"
+    )
     step_seconds: NonNegativeFloat = non_semantic(0.0, "sleep this long per step")
     checkpoint_every_steps: PositiveInt = non_semantic(5, "checkpoint interval in steps")
+
+    def upstream_runs(self) -> dict[str, "ProbeRunConfig"]:
+        return {"needs": self.needs} if self.needs is not None else {}
 
 
 def probe_value(seed: int, step: int, series: int) -> float:
@@ -32,7 +38,15 @@ def probe_value(seed: int, step: int, series: int) -> float:
     return 1.0 / (1.0 + step) + 0.001 * seed + series
 
 
+def probe_artifact(config: ProbeRunConfig) -> bytes:
+    return bytes((config.seed + i) % 256 for i in range(config.artifact_bytes))
+
+
 def run(config: ProbeRunConfig, ctx: RunContext) -> None:
+    if config.needs is not None:
+        received = ctx.upstream_artifact("needs", "probe")
+        if received != probe_artifact(config.needs):
+            raise ValueError("the upstream probe artifact differs from what its config produces")
     saved = ctx.load_checkpoint()
     start = json.loads(saved)["step"] if saved else 0
     for step in range(start, config.steps):
@@ -53,5 +67,4 @@ def run(config: ProbeRunConfig, ctx: RunContext) -> None:
             if ctx.should_stop():
                 raise RunInterrupted(f"stopped after step {done}")
     if config.artifact_bytes:
-        payload = bytes((config.seed + i) % 256 for i in range(config.artifact_bytes))
-        ctx.save_artifact("probe", payload, kind="bytes", metadata={"bytes": config.artifact_bytes})
+        ctx.save_artifact("probe", probe_artifact(config), kind="bytes", metadata={"bytes": config.artifact_bytes})

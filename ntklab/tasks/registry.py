@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Annotated, Any, Union
 
-from pydantic import Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from ntklab.tasks import probe, train
 from ntklab.tasks.context import RunContext
@@ -26,3 +26,15 @@ def task_fields(task: str) -> frozenset[str] | None:
 
 def run_function(task: str) -> Callable[[Any, RunContext], None]:
     return _TASKS[task][1].run
+
+
+def upstream_configs(config: BaseModel) -> dict[str, BaseModel]:
+    """The named configs of the runs `config` needs first (the `upstream_runs` hook), if any."""
+    hook = getattr(config, "upstream_runs", None)
+    return dict(hook()) if hook is not None else {}
+
+
+def input_problems(config: BaseModel) -> list[str]:
+    """Problems with inputs outside the spec (the task module's `check_inputs` hook), if any."""
+    hook = getattr(_TASKS[config.task][1], "check_inputs", None)
+    return list(hook(config)) if hook is not None else []
