@@ -58,8 +58,22 @@ class Home:
                 raise ValueError(f"cache names use letters, digits, '.', '_' and '-' only: {part!r}")
         return self.root / "cache" / namespace / key
 
+    def run_dir(self, run_key: str) -> Path:
+        """Where a run's directory artifacts live; it survives the run's attempts."""
+        return self.root / "runs" / run_key
+
     def checkpoint_path(self, run_key: str) -> Path:
         return self.root / "checkpoints" / run_key / "checkpoint.bin"
 
     def log_path(self, run_key: str) -> Path:
         return self.root / "logs" / f"{run_key}.log"
+
+
+def directory_manifest(path: Path) -> tuple[int, str]:
+    """(total bytes, sha256 of the sorted list of relative paths and sizes) of a directory.
+
+    A manifest hash, not a content hash: hashing hundreds of GiB of kernel blocks again would
+    cost as much as writing them. It detects missing, extra and truncated files."""
+    entries = sorted((str(f.relative_to(path)), f.stat().st_size) for f in path.rglob("*") if f.is_file())
+    digest = hashlib.sha256("\n".join(f"{name}\t{size}" for name, size in entries).encode()).hexdigest()
+    return sum(size for _, size in entries), digest

@@ -13,7 +13,8 @@ groups:
     task: probe
     steps: 2
     sweep: {{grid: {{seed: [1, 2]}}}}
-    needs: {{task: probe, seed: 9, steps: {steps}, artifact_bytes: 64, step_seconds: {step_seconds}{extra}}}
+    needs: {{task: probe, seed: 9, steps: {steps}, artifact_bytes: 64, directory_files: 3,
+            step_seconds: {step_seconds}{extra}}}
 """
 
 
@@ -32,6 +33,8 @@ def test_upstream_runs_first_and_is_reused_by_other_experiments(home):
     assert all(r[1:3] == ("done", 1) for r in rows)
     links = sql(url, "select count(*) from run_upstreams where name = 'needs'")
     assert links == [(2,)], "both children record the upstream run they used"
+    artifacts = sql(url, "select name, kind, bytes from artifacts order by name")
+    assert artifacts == [("blocks", "directory", 3 * 64), ("probe", "bytes", 64)]
 
     second = ntklab("run", spec(home, name="second"), home=home, check=True)
     assert "0 runs to execute" in second.stderr, "the same upstream config is the same run, already done"
@@ -39,6 +42,15 @@ def test_upstream_runs_first_and_is_reused_by_other_experiments(home):
     members = sql(url, "select e.name, m.group_name from experiment_runs m join experiments e "
                        "on e.id = m.experiment_id join runs r on r.id = m.run_id where r.group_name = 'child.needs'")
     assert sorted(members) == [("first", "child.needs"), ("second", "child.needs")]
+
+
+def test_a_damaged_upstream_directory_artifact_is_refused(home):
+    ntklab("run", spec(home), home=home, check=True)
+    (block,) = [p for p in (home / "runs").rglob("block1")]
+    block.write_bytes(b"short")
+    result = ntklab("run", spec(home), "--set", "steps=3", home=home)
+    assert result.returncode == 1
+    assert "differs from what was recorded" in result.stderr
 
 
 def test_a_failed_upstream_blocks_its_dependents(home):

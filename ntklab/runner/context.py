@@ -5,6 +5,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
@@ -15,11 +16,17 @@ from ntklab.db.models import Artifact
 from ntklab.db.queue import ClaimedRun, Worker, set_checkpoint_step, upstream_run, utcnow
 from ntklab.db.records import MetricPoint, finite_or_none, record_artifact, write_metrics
 from ntklab.runner.runlog import RunLog
-from ntklab.store import Home, atomic_write
+from ntklab.store import Home, atomic_write, directory_manifest
 
 FLUSH_POINTS = 2_000
 FLUSH_SECONDS = 10.0
 _STEP_HEADER = struct.Struct("<q")
+
+
+def _safe(name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"artifact names used as directories cannot contain '/' or start with '.': {name!r}")
+    return name
 
 
 class LeaseLost(Exception):
@@ -113,7 +120,36 @@ class LiveRunContext:
     def should_stop(self) -> bool:
         return self._stop.is_set() or self.lease_lost.is_set()
 
+    def artifact_dir(self, name: str) -> Path:
+        path = self._home.run_dir(self.run_key) / _safe(name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record_artifact_dir(self, name: str, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
+        self._check_lease()
+        path = self.artifact_dir(name)
+        size, digest = directory_manifest(path)
+        with writing(self._engine) as conn:
+            record_artifact(conn, self._run.id, name, str(path.relative_to(self._home.root)), kind, size, digest,
+                            metadata, utcnow())
+        self._log.write(f"artifact {name}: directory of {size} bytes, manifest sha256 {digest[:12]}")
+
+    def upstream_artifact_dir(self, name: str, artifact: str) -> Path:
+        path, recorded = self._upstream_artifact_row(name, artifact)
+        if not path.is_dir() or directory_manifest(path)[1] != recorded:
+            raise OSError(f"directory artifact {artifact!r} of upstream run {name} at {path} is missing files "
+                          "or differs from what was recorded")
+        return path
+
     def upstream_artifact(self, name: str, artifact: str) -> bytes:
+        path, recorded = self._upstream_artifact_row(name, artifact)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != recorded:
+            raise OSError(f"artifact {artifact!r} of upstream run {name} is corrupt: its sha256 does not match "
+                          f"the one recorded ({path})")
+        return data
+
+    def _upstream_artifact_row(self, name: str, artifact: str) -> tuple[Path, str]:
         with reading(self._engine) as conn:
             upstream = upstream_run(conn, self._run.id, name)
             if upstream is None:
@@ -123,11 +159,7 @@ class LiveRunContext:
             ).first()
         if row is None:
             raise FileNotFoundError(f"upstream run {name} ({upstream[1][:12]}) has no artifact {artifact!r}")
-        data = (self._home.root / row.path).read_bytes()
-        if hashlib.sha256(data).hexdigest() != row.sha256:
-            raise OSError(f"artifact {artifact!r} of upstream run {upstream[1][:12]} is corrupt: its sha256 "
-                          f"does not match the one recorded ({self._home.root / row.path})")
-        return data
+        return self._home.root / row.path, row.sha256
 
     def cached(self, namespace: str, key: str, compute: Callable[[], bytes]) -> bytes:
         path = self._home.cache_path(namespace, key)

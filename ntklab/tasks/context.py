@@ -13,6 +13,7 @@ Two optional hooks:
 """
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -49,8 +50,18 @@ class RunContext(Protocol):
     def should_stop(self) -> bool:
         """True once the process was asked to stop (SIGINT/SIGTERM): checkpoint and raise RunInterrupted."""
 
+    def artifact_dir(self, name: str) -> Path:
+        """A directory for a large artifact written piece by piece (an out-of-core kernel). It is
+        the same directory on every attempt of the run, so a resumed run finds what it wrote."""
+
+    def record_artifact_dir(self, name: str, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
+        """Record the finished directory `artifact_dir(name)` as an artifact of the run."""
+
     def upstream_artifact(self, name: str, artifact: str) -> bytes:
         """The bytes of artifact `artifact` of the upstream run `name` (see `upstream_runs`)."""
+
+    def upstream_artifact_dir(self, name: str, artifact: str) -> Path:
+        """The directory of the directory artifact `artifact` of the upstream run `name`."""
 
     def cached(self, namespace: str, key: str, compute: Callable[[], bytes]) -> bytes:
         """Bytes stored under (namespace, key) in the home's cache, computed once by whichever run

@@ -23,6 +23,7 @@ class ProbeRunConfig(StrictModel):
     fail_at_step: NonNegativeInt | None = Field(None, description="raise an error at this step")
     diverge_at_step: NonNegativeInt | None = Field(None, description="log a NaN loss at this step")
     artifact_bytes: NonNegativeInt = Field(0, description="size of the artifact written at the end")
+    directory_files: NonNegativeInt = Field(0, description="files of the directory artifact written at the end")
     needs: "ProbeRunConfig | None" = Field(
         None, description="another probe run, run first; its artifact is read back and checked"
     )
@@ -44,9 +45,14 @@ def probe_artifact(config: ProbeRunConfig) -> bytes:
 
 def run(config: ProbeRunConfig, ctx: RunContext) -> None:
     if config.needs is not None:
-        received = ctx.upstream_artifact("needs", "probe")
-        if received != probe_artifact(config.needs):
-            raise ValueError("the upstream probe artifact differs from what its config produces")
+        if config.needs.artifact_bytes:
+            received = ctx.upstream_artifact("needs", "probe")
+            if received != probe_artifact(config.needs):
+                raise ValueError("the upstream probe artifact differs from what its config produces")
+        if config.needs.directory_files:
+            listed = sorted(p.name for p in ctx.upstream_artifact_dir("needs", "blocks").iterdir())
+            if listed != [f"block{i}" for i in range(config.needs.directory_files)]:
+                raise ValueError(f"the upstream probe directory holds {listed}")
     saved = ctx.load_checkpoint()
     start = json.loads(saved)["step"] if saved else 0
     for step in range(start, config.steps):
@@ -68,3 +74,8 @@ def run(config: ProbeRunConfig, ctx: RunContext) -> None:
                 raise RunInterrupted(f"stopped after step {done}")
     if config.artifact_bytes:
         ctx.save_artifact("probe", probe_artifact(config), kind="bytes", metadata={"bytes": config.artifact_bytes})
+    if config.directory_files:
+        directory = ctx.artifact_dir("blocks")
+        for i in range(config.directory_files):
+            (directory / f"block{i}").write_bytes(probe_artifact(config))
+        ctx.record_artifact_dir("blocks", kind="directory", metadata={"files": config.directory_files})
