@@ -211,6 +211,8 @@ def status(
 @app.command()
 @reported
 def query(
+    figure: Annotated[Optional[str], typer.Argument(metavar="FIGURE", help="with --paper: a figure, as NAME or EXPERIMENT:NAME")] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="print the data of a figure declared in a spec (without FIGURE: list the figures)")] = False,
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="experiment name")] = None,
     group: Annotated[Optional[list[str]], typer.Option("--group", "-g", help="group name (repeatable)")] = None,
     status_: Annotated[Optional[list[str]], typer.Option("--status", "-s", help="run status (repeatable)")] = None,
@@ -221,11 +223,18 @@ def query(
     db: DbOption = None,
     home: HomeOption = None,
 ) -> None:
-    """List runs with their params and metrics, filtered by experiment, group, status and a boolean filter."""
+    """List runs with their params and metrics, filtered by experiment, group, status and a boolean filter.
+
+    With --paper: the table behind a figure of a spec (`ntklab query --paper fig2`), from whatever runs
+    are in the database; without a figure name, the figures the database knows."""
     from ntklab.db.connection import reading
     from ntklab.reports.runs import list_runs
     from ntklab.tabular import emit
 
+    if paper or figure is not None:
+        _query_paper(figure, paper, experiment, format_, db, home,
+                     others=bool(group or status_ or where or columns or limit is not None))
+        return
     engine, _ = _existing_engine(db, home)
     chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     with reading(engine) as conn:
@@ -236,6 +245,92 @@ def query(
         index = table.columns.index("key")
         rows = [[v[:12] if i == index and isinstance(v, str) else v for i, v in enumerate(row)] for row in rows]
     emit(table.columns, rows, format_.value, out)
+
+
+def _query_paper(figure: str | None, paper: bool, experiment: str | None, format_: OutputFormat, db, home,
+                 others: bool) -> None:
+    from ntklab.db.connection import reading
+    from ntklab.reports.figures import figure_data, missing_text, resolve_figure, stored_figures
+    from ntklab.tabular import emit
+
+    if not paper:
+        raise UsageError(f"a figure name goes with --paper: ntklab query --paper {figure}")
+    if others:
+        raise UsageError("--paper prints a figure as its spec declares it; --group, --status, --where, --columns "
+                         "and --limit do not apply (put a filter in the figure's `where:`)")
+    if figure is not None and experiment is not None and ":" not in figure:
+        figure = f"{experiment}:{figure}"
+    engine, _ = _existing_engine(db, home)
+    with reading(engine) as conn:
+        if figure is None:
+            stored = stored_figures(conn, experiment)
+            listing = [[f.experiment, f.name, f.figure.kind, f.figure.x, ", ".join(f.figure.y_names),
+                        f.figure.series, f.figure.facet, f.figure.step, f.figure.title] for f in stored.figures]
+            for qualified, problem in stored.problems.items():
+                err.print(f"[yellow]invalid[/yellow] {qualified}: {problem}", highlight=False)
+            if not listing and format_ == OutputFormat.table:
+                err.print("no figures in the database: declare them under `figures:` in a spec and run it")
+                return
+            emit(["experiment", "figure", "kind", "x", "y", "series", "facet", "step", "title"], listing,
+                 format_.value, out)
+            return
+        data = figure_data(conn, resolve_figure(conn, figure))
+    title = f"{data.experiment}:{data.name}" + (f" — {data.figure.title}" if data.figure.title else "")
+    rows = [[v[:12] if c == "run" and isinstance(v, str) else v for c, v in zip(data.columns, row)]
+            for row in data.rows] if format_ == OutputFormat.table else data.rows
+    emit(data.columns, rows, format_.value, out, title=title if format_ == OutputFormat.table else None)
+    err.print(data.describe(), highlight=False, style="dim")
+    if data.missing:
+        reasons: dict[str, int] = {}
+        for m in data.missing:
+            reasons[m.reason] = reasons.get(m.reason, 0) + 1
+        err.print(f"{len(data.missing)} of {data.total_runs} runs are not in the figure yet: {missing_text(reasons)}",
+                  highlight=False)
+        for m in data.missing[:20]:
+            detail = f": {m.error}" if m.error else ""
+            err.print(f"  {m.key[:12]} ({m.group}) {m.reason}{detail}", highlight=False, markup=False)
+        if len(data.missing) > 20:
+            err.print(f"  ... and {len(data.missing) - 20} more", highlight=False)
+
+
+@app.command()
+@reported
+def report(
+    target: Annotated[str, typer.Argument(metavar="SPEC_OR_EXPERIMENT", help="a spec file, or the name of an experiment in the database")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="the HTML file (default: ./EXPERIMENT-report.html)")] = None,
+    db: DbOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Write one self-contained HTML report of an experiment: figures, tables, runs, failures, provenance, spec."""
+    import os
+
+    from ntklab.db.connection import reading
+    from ntklab.reports.html import render_report
+    from ntklab.store import atomic_write
+
+    spec_path = Path(target)
+    figures = spec_text = spec_file = None
+    if spec_path.is_file():
+        from ntklab.spec.load import load_spec
+
+        plan = load_spec(spec_path)
+        name, figures, spec_text, spec_file = plan.name, plan.figures, plan.text, str(spec_path)
+    elif target.endswith((".yaml", ".yml")) or "/" in target:
+        raise UsageError(f"no spec file {target!r} (give a spec file or the name of an experiment)")
+    else:
+        name = target
+    engine, _ = _existing_engine(db, home)
+    problems: list[str] = []
+    with reading(engine) as conn:
+        page = render_report(conn, name, figures=figures, spec_text=spec_text, spec_file=spec_file, problems=problems)
+    for problem in problems:
+        err.print(f"[yellow]warning[/yellow] {problem}", highlight=False)
+    path = output or Path(f"{name}-report.html")
+    atomic_write(path.absolute(), page.encode("utf-8"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # a report is for reading: not the 0600 of a temporary file
+    out.print(f"wrote {path} ({len(page.encode('utf-8')) / 1e6:.1f} MB)", highlight=False)
 
 
 @app.command()
@@ -314,6 +409,51 @@ def db_upgrade(db: DbOption = None, home: HomeOption = None) -> None:
     before, after = upgrade(engine)
     out.print(f"{redact(engine.url.render_as_string(hide_password=False))}: schema "
               + (f"already at {after}" if before == after else f"{before or 'empty'} -> {after}"), highlight=False)
+
+
+# ---- data: the official dataset files (logic in ntklab/data/fetch.py) -------------------------
+
+data_app = typer.Typer(no_args_is_help=True, help="Dataset files: download the official files and verify them.")
+app.add_typer(data_app, name="data")
+DataRootOption = Annotated[Optional[Path], typer.Option("--root", help="data root (default: NTKLAB_DATA, else ~/.ntklab-data)")]
+
+
+@data_app.command("fetch")
+@reported
+def data_fetch(
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn")],
+    root: DataRootOption = None,
+    mirror: Annotated[Optional[str], typer.Option("--mirror", help="base URL laid out as <mirror>/<dataset>/<file> (default: NTKLAB_DATA_MIRROR, else the official sites)")] = None,
+    retries: Annotated[int, typer.Option(help="attempts per location after a dropped connection (each resumes)")] = 3,
+) -> None:
+    """Download datasets from their official sites, resumably, each file verified by its official checksum.
+
+    Files already present and valid are kept; an interrupted download resumes where it stopped."""
+    from ntklab.data.fetch import RichProgress, fetch
+
+    for name in names:
+        results = fetch(name, root, mirror=mirror, retries=retries, progress=RichProgress(err))
+        counts = {a: sum(r.action == a for r in results) for a in ("downloaded", "resumed", "present")}
+        where = results[0].path.parent if results else root
+        out.print(f"{name}: {len(results)} files verified in {where} ("
+                  + ", ".join(f"{n} {a}" for a, n in counts.items() if n) + ")", highlight=False)
+
+
+@data_app.command("list")
+@reported
+def data_list(root: DataRootOption = None, format_: FormatOption = OutputFormat.table) -> None:
+    """Which datasets are present and valid under the data root (every file is checksummed)."""
+    from ntklab.data.fetch import list_datasets
+    from ntklab.tabular import emit
+
+    rows = list_datasets(root)
+    emit(["dataset", "state", "form", "directory"], [[r.name, r.state, r.forms, str(r.directory)] for r in rows],
+         format_.value, out)
+    if format_ == OutputFormat.table:
+        for row in rows:
+            if row.state in ("corrupt", "incomplete"):
+                for problem in row.problems:
+                    err.print(f"[yellow]{row.name}[/yellow] {problem}", highlight=False)
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv, start a local PostgreSQL server for the PostgreSQL tests, and run the test suite.
+# Set up .venv, install chromium (for the report test) if missing, start a local PostgreSQL server
+# for the PostgreSQL tests, and run the test suite.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+bash scripts/chromium.sh
 source scripts/postgres.sh
 .venv/bin/python -m pytest -n 2 -q "$@"

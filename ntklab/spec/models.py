@@ -2,18 +2,55 @@
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ntklab.configbase import StrictModel
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
 
 
-class Figure(StrictModel):
-    """A figure is a query over the experiment's runs; a later stage renders it.
+Scalar = str | int | float | bool
 
-    x, series and facet name a config field (dotted), `group`, `seed` or `step`;
-    y names one or more metrics.
+# Words in a metric name that tell whether larger or smaller values are better, for `step: best`.
+LARGER_IS_BETTER = ("accuracy", "acc", "agreement", "alignment", "auc", "precision", "recall", "f1", "r2", "score")
+SMALLER_IS_BETTER = ("loss", "error", "err", "distance", "dist", "mse", "rmse", "mae", "risk", "nll", "perplexity")
+
+
+def best_direction(metric: str) -> Literal["max", "min"] | None:
+    """`max` for accuracy-like names, `min` for loss/error/distance-like names, None if unclear.
+
+    The name is split at `_`, `/`, `.` and `-`; the last part that is a known word decides, so
+    `test_accuracy` -> max, `fn_distance` -> min, `dist_init_rel` -> min, `accuracy_gap` -> max."""
+    parts = [p for p in metric.lower().replace("/", "_").replace(".", "_").replace("-", "_").split("_") if p]
+    for part in reversed(parts):
+        if part in LARGER_IS_BETTER:
+            return "max"
+        if part in SMALLER_IS_BETTER:
+            return "min"
+    return None
+
+
+class Figure(StrictModel):
+    """A figure is a query over the experiment's runs (`ntklab query --paper`, `ntklab report`).
+
+    x, series and facet name a param (dotted config key), `group`, `seed`, a run attribute, or
+    `step` (x only: every evaluation step); x may also be a metric (a scatter of two metrics).
+    y names one or more metrics (or a numeric param). Runs that share x, series and facet (in
+    practice: differ only by seed) are aggregated into one point.
+
+    step: which value of each run's metric series: `last` (default), `min`, `max`, `best` (max or
+    min by `best`, else by the metric's name: accuracy-like -> max, loss/error/distance-like ->
+    min), or `all` (every evaluation step; the default when x is `step`).
+
+    relative_to: cross-run values. Each run's value is compared (`relation`) with that of its
+    baseline run: the run of the experiment whose params equal these values and whose other params
+    equal the run's own (same seed, same everything else), at the same step. E.g. the distance
+    of each Taylor order to the full network: `relative_to: {train.expansion_order: 0}`.
+    Baseline runs themselves are left out of the figure. Values are compared, not vectors: a
+    distance between two runs' test logits has to be logged as a metric by the run itself.
+
+    With `group` on an axis, a run that belongs to several groups counts once in each; `where`
+    selects runs, so `group in [...]` keeps a selected run's other groups too.
     """
 
     title: str = ""
@@ -24,9 +61,58 @@ class Figure(StrictModel):
     facet: str | None = None
     where: str | None = Field(None, description="a filter expression over params and metrics")
     step: Literal["last", "best", "min", "max", "all"] = "last"
+    best: Literal["max", "min"] | None = Field(None, description="for step: best, which direction is better")
     aggregate: Literal["mean_std", "mean_minmax", "none"] = "mean_std"
     log_x: bool | None = None
     log_y: bool | None = None
+    x_label: str | None = Field(None, description="axis label (default: the field name and its unit)")
+    y_label: str | None = None
+    relative_to: dict[str, Scalar] | None = Field(None, description="params of the baseline run (cross-run values)")
+    relation: Literal["difference", "abs_difference", "ratio"] = "difference"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_step(cls, data: Any) -> Any:
+        """`x: step` plots every evaluation step, so `step` defaults to `all` there."""
+        if isinstance(data, dict) and data.get("x") == "step" and "step" not in data:
+            return {**data, "step": "all"}
+        return data
+
+    @field_validator("y")
+    @classmethod
+    def _y_names(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("name at least one metric")
+        if any(not n.strip() for n in names):
+            raise ValueError("metric names are not empty")
+        if len(set(names)) != len(names):
+            raise ValueError("a metric is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Figure":
+        if self.x == "step" and self.step != "all":
+            raise ValueError("x: step plots every evaluation step; leave `step` out or write step: all")
+        if self.step == "all" and self.kind in ("bar", "heatmap"):
+            raise ValueError(f"a {self.kind} figure shows one value per run: use step: last, best, min or max")
+        if self.best is not None and self.step != "best":
+            raise ValueError("`best` chooses the direction of step: best; set step: best or remove it")
+        axes = [a for a in (self.x, self.series, self.facet) if a is not None]
+        if len(set(axes)) != len(axes):
+            raise ValueError("x, series and facet must be different fields")
+        if self.kind == "heatmap" and (self.series is None or len(self.y_names) != 1):
+            raise ValueError("a heatmap needs one y metric, and a series (its vertical axis)")
+        if self.relative_to is not None:
+            if not self.relative_to:
+                raise ValueError("relative_to names at least one param of the baseline run")
+        elif "relation" in self.model_fields_set:
+            raise ValueError("`relation` applies only with relative_to")
+        return self
+
+    @property
+    def y_names(self) -> list[str]:
+        return [self.y] if isinstance(self.y, str) else list(self.y)
 
 
 class SpecFile(StrictModel):
