@@ -24,6 +24,14 @@ def test_migrations_match_the_models(db_url):
     engine.dispose()
 
 
+def test_head_revision_constant_is_alembics_head():
+    from alembic.script import ScriptDirectory
+
+    from ntklab.db.schema import alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == head_revision()
+
+
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
     engine = open_engine(f"sqlite:///{tmp_path / 'x.db'}")
     ensure_schema(engine)

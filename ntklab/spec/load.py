@@ -267,6 +267,8 @@ def _check_figures(spec: SpecFile, doc: SourcedYaml, runs: list[PlannedRun]) -> 
     for name, figure in spec.figures.items():
         for axis in FIGURE_AXES:
             value = getattr(figure, axis)
+            if axis == "x" and figure.kind == "scatter":
+                continue  # a scatter may plot one metric against another; metrics are known only later
             if value is None or value in FIGURE_BUILTINS or any(_has_field(r.config_json, value) for r in runs):
                 continue
             problems.append(Problem(
