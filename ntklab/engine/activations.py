@@ -12,11 +12,24 @@ def gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+def swish(x: jax.Array) -> jax.Array:
+    """x * sigmoid(x) (Bai et al.'s `swish`; also called SiLU)."""
+    return x * jax.nn.sigmoid(x)
+
+
+def softplus(x: jax.Array) -> jax.Array:
+    """log(1 + e^x), computed stably (jax.nn.softplus, a custom-JVP function through logaddexp,
+    whose derivatives of every order are right at 0 too)."""
+    return jax.nn.softplus(x)
+
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "erf": erf,
     "gelu": gelu,
     "tanh": jnp.tanh,
+    "swish": swish,
+    "softplus": softplus,
 }
 
 

@@ -1,31 +1,58 @@
 """Configs of models and training. Pydantic only: importing this module does not import JAX."""
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from ntklab.configbase import StrictModel, non_semantic
 
-Activation = Literal["relu", "erf", "gelu", "tanh"]
-Parameterization = Literal["standard", "ntk"]
+Activation = Literal["relu", "erf", "gelu", "tanh", "swish", "softplus"]
+Parameterization = Literal["standard", "ntk", "taylor", "mean_field"]
+MAX_EXPANSION_ORDER = 4
 
 
 class LayerInit(StrictModel):
-    """Fields shared by every architecture: activation, parameterization and the weight/bias scales.
+    """Fields shared by the architectures built from Dense and Conv layers: activation,
+    parameterization and the weight/bias scales. With fan_in m:
 
-    standard: W ~ N(0, w_std^2 / fan_in), b ~ N(0, b_std^2), forward W x + b.
-    ntk:      W ~ N(0, 1), b ~ N(0, 1), forward (w_std / sqrt(fan_in)) W x + b_std b.
+    standard:   W ~ N(0, w_std^2 / m), b ~ N(0, b_std^2), forward W x + b.
+    ntk:        W ~ N(0, 1), b ~ N(0, 1), forward (w_std / sqrt(m)) W x + b_std b.
+    taylor:     Bai et al.'s order-k parameterization (k = `param_order`): W ~ N(0, m^(-(k-1)/(k+1))),
+                b ~ N(0, 1), forward w_std m^(-1/(k+1)) W x + b_std b. The effective weight is
+                N(0, w_std^2 / m) for every k; k = 1 is the NTK parameterization and k -> infinity
+                approaches the standard one (up to where w_std sits).
+    mean_field: Ghorbani et al.'s mean-field MLP (mlp only): first layer W ~ N(0, w_std^2 / d),
+                hidden and readout weights N(0, w_std^2); each hidden layer's output (after the
+                activation) and the readout are divided by the width N; hidden biases start at the
+                constant b_std (Ghorbani: 0.01), the readout bias at 0; the optimizer sees the
+                gradients multiplied by N (first layer), N^2 (hidden weights), N (hidden biases)
+                and N * outputs (readout weights).
     b_std = None means the layers have no bias.
     """
 
+    MEAN_FIELD: ClassVar[bool] = False  # whether the architecture defines a mean-field parameterization
+
     activation: Activation = "relu"
     parameterization: Parameterization = "standard"
+    param_order: PositiveInt | None = Field(
+        None, description="the k of the taylor parameterization (Bai et al.'s --param_order); only with taylor"
+    )
     w_std: PositiveFloat = 1.0
     b_std: NonNegativeFloat | None = None
+
+    @model_validator(mode="after")
+    def _parameterization_fields(self) -> "LayerInit":
+        if (self.parameterization == "taylor") != (self.param_order is not None):
+            raise ValueError("param_order is required by, and only allowed with, parameterization: taylor")
+        if self.parameterization == "mean_field" and not self.MEAN_FIELD:
+            raise ValueError(f"the mean_field parameterization is defined for mlp only, not {getattr(self, 'arch', '?')}")
+        return self
 
 
 class MLPModel(LayerInit):
     """Flatten, then `depth` hidden Dense layers of `width` units with the activation, then a Dense readout."""
+
+    MEAN_FIELD: ClassVar[bool] = True
 
     arch: Literal["mlp"]
     depth: PositiveInt = 2
@@ -59,7 +86,83 @@ class Myrtle5Model(LayerInit):
     channels: PositiveInt = 128
 
 
-ModelConfig = Annotated[Union[MLPModel, CNNModel, LeNet5Model, Myrtle5Model], Field(discriminator="arch")]
+class WideResNetModel(LayerInit):
+    """Bai et al.'s BN-free pre-activation WideResNet: a 3x3 SAME stem convolution of `stem_channels`,
+    three groups of `blocks_per_group` blocks with 16, 32 and 64 x `widening` channels and strides 1,
+    2, 2, global average pooling and a Dense readout. A block computes conv3x3(act(conv3x3_s(act(x))))
+    plus a shortcut: a 3x3 convolution with the block's stride at the entry of every group, the
+    identity elsewhere. WRN-16-4 is blocks_per_group 2, widening 4. (Bai's head is an 8x8 average
+    pool, which is the global average on 32x32 inputs.)"""
+
+    arch: Literal["wrn"]
+    blocks_per_group: PositiveInt = 2
+    widening: PositiveInt = 4
+    stem_channels: PositiveInt = 16
+
+
+class ResNet18Model(LayerInit):
+    """CIFAR ResNet-18 with BatchNorm: conv3x3(`width`)-BN-act, four stages of two basic blocks with
+    width x 1, 2, 4, 8 channels and strides 1, 2, 2, 2, global average pooling, Dense readout. A basic
+    block is act(BN(conv3x3(act(BN(conv3x3_s(x))))) + shortcut), the shortcut a 1x1 convolution with
+    BN where the stride or the width changes. BN normalizes with batch statistics when the network
+    itself is trained (expansion order 0) and updates running statistics (PyTorch convention:
+    running = (1 - momentum) running + momentum batch, unbiased variance); evaluation, Taylor
+    expansions and kernels use the running statistics, frozen."""
+
+    arch: Literal["resnet18"]
+    width: PositiveInt = 64
+    bn_momentum: float = Field(0.1, gt=0.0, le=1.0)
+    bn_eps: PositiveFloat = 1e-5
+
+
+class LogisticModel(LayerInit):
+    """Logistic regression: flatten, then one Dense layer (set b_std for a bias). `activation` is unused."""
+
+    arch: Literal["logistic"]
+
+
+FEATURE_SEED_DESCRIPTION = (
+    "seed of the fixed first layer (Ghorbani et al. use 1990 for every run); unset: drawn from the run's seed"
+)
+
+
+class RandomFeaturesModel(StrictModel):
+    """Ghorbani et al.'s two-layer random-features model f(x) = a^T act(W^T x) + c: W (d x width)
+    Gaussian with unit-norm columns, fixed; the readout a (width x outputs) and c are trained and
+    start at zero."""
+
+    arch: Literal["rf"]
+    width: PositiveInt = 4096
+    activation: Activation = "relu"
+    feature_seed: int | None = Field(None, description=FEATURE_SEED_DESCRIPTION)
+
+
+class NeuralTangentModel(StrictModel):
+    """Ghorbani et al.'s neural-tangent model: the first-order expansion of a two-layer network
+    around fixed (W0, a0), f(x) = a^T act(W0^T x) + c + sum_i a0_i act'(<w0_i, x>) <g_i, x>. W0
+    (d x width) is Gaussian with unit-norm columns, a0 (width x outputs) standard normal, both fixed;
+    a, c and G (d x width) are trained and start at zero."""
+
+    arch: Literal["nt"]
+    width: PositiveInt = 4096
+    activation: Activation = "relu"
+    feature_seed: int | None = Field(None, description=FEATURE_SEED_DESCRIPTION)
+
+
+ModelConfig = Annotated[
+    Union[
+        MLPModel,
+        CNNModel,
+        LeNet5Model,
+        Myrtle5Model,
+        WideResNetModel,
+        ResNet18Model,
+        LogisticModel,
+        RandomFeaturesModel,
+        NeuralTangentModel,
+    ],
+    Field(discriminator="arch"),
+]
 
 
 class SGD(StrictModel):
@@ -138,9 +241,21 @@ ScheduleConfig = Annotated[
 ]
 
 
+EXPANSION_DEFAULTS = {"linearize_offset": True, "compare_to_full": True}
+
+
 class TrainConfig(StrictModel):
     """Mini-batch training. Batches are a pure function of (seed, epoch, step): each epoch is a
-    permutation of the training set drawn from the run seed and the epoch number."""
+    permutation of the training set drawn from the run seed and the epoch number, and the
+    augmentation of a batch a function of (seed, step). So every expansion order of one spec sees
+    the same batches.
+
+    `expansion_order` k >= 1 trains the order-k Taylor expansion of the network around its starting
+    point theta0 instead of the network (Bai et al. 2020): f_k(theta) = sum_{j<=k} D^j f(theta0)
+    [theta - theta0]^j / j!. At order 0, `linearize_offset` and `compare_to_full` have no effect and
+    are normalized to their defaults, so the network trained at order 0 has one identity whatever
+    they say (and is the `full` run the expansions compare to).
+    """
 
     loss: Literal["mse", "cross_entropy", "bce"] = "cross_entropy"
     optimizer: OptimizerConfig
@@ -155,3 +270,22 @@ class TrainConfig(StrictModel):
         None, description="evaluate train loss/accuracy on the first N training samples (all when unset)"
     )
     checkpoint_every_steps: PositiveInt = non_semantic(500, "how often the runner checkpoints the training state")
+    expansion_order: int = Field(
+        0, ge=0, le=MAX_EXPANSION_ORDER,
+        description="0: the network; k = 1..4: its order-k Taylor expansion around the starting point (1: linearized)",
+    )
+    linearize_offset: bool = Field(
+        True, description="include f(theta0) in the expansion (False: f_k - f(theta0), zero output at the start)"
+    )
+    compare_to_full: bool = Field(
+        True,
+        description="for k >= 1: also train the network (order 0) as an upstream run `full` and log fn_distance, "
+        "fn_rms_distance and agreement of the test logits against it at every evaluation step",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalize_order_zero(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("expansion_order", 0) == 0:
+            data = {**data, **EXPANSION_DEFAULTS}
+        return data

@@ -1,21 +1,53 @@
-"""Dense and convolution layers in the standard and NTK parameterizations, and parameter-free pooling.
+"""Dense and convolution layers in the standard, NTK and Taylor-k parameterizations, BatchNorm,
+frozen arrays, and parameter-free pooling.
 
-Both parameterizations draw the same standard normals from the same key, so a standard and an NTK
-layer built from one key compute the same function at initialization:
+Every parameterization draws the same standard normals from the same key, so layers built from one
+key compute the same function at initialization whatever their parameterization:
 
-    standard: weight = (w_std / sqrt(fan_in)) z_w, bias = b_std z_b; forward weight x + bias
-    ntk:      weight = z_w, bias = z_b; forward (w_std / sqrt(fan_in)) weight x + b_std bias
+    weight = store_w z_w, bias = store_b z_b; forward mult_w (weight x) + mult_b bias
+    standard: store_w = w_std / sqrt(fan_in), mult_w = 1;   store_b = b_std, mult_b = 1
+    ntk:      store_w = 1, mult_w = w_std / sqrt(fan_in);   store_b = 1, mult_b = b_std
+    taylor k: store_w = fan_in^(-(k-1)/(2(k+1))), mult_w = w_std fan_in^(-1/(k+1)); bias as ntk
 
-They differ in the gradients, hence in training dynamics. Layers act on batches.
+They differ in the gradients, hence in training dynamics. Layers act on batches. A layer may carry
+gradient multipliers (the mean-field parameterization's per-variable learning-rate scaling), which
+`scale_gradients` applies to a gradient of the model.
 """
 
 import math
+from dataclasses import dataclass
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from ntklab.engine.config import LayerInit
+
+
+@dataclass(frozen=True)
+class Scales:
+    """How a layer stores and applies its weight and bias, and how its gradients are scaled."""
+
+    store_weight: float
+    weight_multiplier: float
+    store_bias: float
+    bias_multiplier: float
+    weight_grad_scale: float = 1.0
+    bias_grad_scale: float = 1.0
+    constant_bias: bool = False  # the bias starts at store_bias instead of store_bias * N(0, 1)
+
+
+def parameterization_scales(init: LayerInit, fan_in: int) -> Scales:
+    """The scales of a layer of fan-in `fan_in` in the standard, ntk or taylor parameterization."""
+    b_std = 0.0 if init.b_std is None else init.b_std
+    if init.parameterization == "ntk":
+        return Scales(1.0, init.w_std / math.sqrt(fan_in), 1.0, b_std)
+    if init.parameterization == "taylor":
+        k = init.param_order
+        return Scales(fan_in ** (-(k - 1) / (2 * (k + 1))), init.w_std * fan_in ** (-1 / (k + 1)), 1.0, b_std)
+    if init.parameterization == "standard":
+        return Scales(init.w_std / math.sqrt(fan_in), 1.0, b_std, 1.0)
+    raise ValueError(f"the {init.parameterization} parameterization is set by the architecture, not per layer")
 
 
 class _Scaled(eqx.Module):
@@ -25,52 +57,165 @@ class _Scaled(eqx.Module):
     bias: jax.Array | None
     weight_multiplier: float = eqx.field(static=True)
     bias_multiplier: float = eqx.field(static=True)
+    weight_grad_scale: float = eqx.field(static=True)
+    bias_grad_scale: float = eqx.field(static=True)
 
-    def __init__(self, weight_shape: tuple[int, ...], bias_size: int, fan_in: int, init: LayerInit, key: jax.Array):
+    def __init__(
+        self,
+        weight_shape: tuple[int, ...],
+        bias_size: int,
+        fan_in: int,
+        init: LayerInit,
+        key: jax.Array,
+        scales: Scales | None = None,
+    ):
+        scales = scales if scales is not None else parameterization_scales(init, fan_in)
         weight_key, bias_key = jax.random.split(key)
-        z_weight = jax.random.normal(weight_key, weight_shape, jnp.float32)
-        z_bias = None if init.b_std is None else jax.random.normal(bias_key, (bias_size,), jnp.float32)
-        weight_scale = init.w_std / math.sqrt(fan_in)
-        bias_scale = 0.0 if init.b_std is None else init.b_std
-        if init.parameterization == "ntk":
-            self.weight, self.bias = z_weight, z_bias
-            self.weight_multiplier, self.bias_multiplier = weight_scale, bias_scale
+        self.weight = scales.store_weight * jax.random.normal(weight_key, weight_shape, jnp.float32)
+        if init.b_std is None:
+            self.bias = None
+        elif scales.constant_bias:
+            self.bias = jnp.full((bias_size,), scales.store_bias, jnp.float32)
         else:
-            self.weight = weight_scale * z_weight
-            self.bias = None if z_bias is None else bias_scale * z_bias
-            self.weight_multiplier, self.bias_multiplier = 1.0, 1.0
+            self.bias = scales.store_bias * jax.random.normal(bias_key, (bias_size,), jnp.float32)
+        self.weight_multiplier = scales.weight_multiplier
+        self.bias_multiplier = scales.bias_multiplier
+        self.weight_grad_scale = scales.weight_grad_scale
+        self.bias_grad_scale = scales.bias_grad_scale
+
+    def _scale_weight_product(self, y: jax.Array) -> jax.Array:
+        return y if self.weight_multiplier == 1.0 else self.weight_multiplier * y
 
     def _add_bias(self, y: jax.Array) -> jax.Array:
-        return y if self.bias is None else y + self.bias_multiplier * self.bias
+        if self.bias is None:
+            return y
+        return y + (self.bias if self.bias_multiplier == 1.0 else self.bias_multiplier * self.bias)
 
 
 class Dense(_Scaled):
     """y = x @ weight + bias on (n, in_features) batches; weight is (in_features, out_features)."""
 
-    def __init__(self, in_features: int, out_features: int, init: LayerInit, key: jax.Array):
-        super().__init__((in_features, out_features), out_features, in_features, init, key)
+    def __init__(
+        self, in_features: int, out_features: int, init: LayerInit, key: jax.Array, scales: Scales | None = None
+    ):
+        super().__init__((in_features, out_features), out_features, in_features, init, key, scales)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self._add_bias(self.weight_multiplier * (x @ self.weight))
+        return self._add_bias(self._scale_weight_product(x @ self.weight))
 
 
 class Conv2d(_Scaled):
-    """Stride-1 convolution of NHWC batches with an HWIO kernel; fan_in = in_channels * kh * kw."""
+    """Convolution of NHWC batches with an HWIO kernel and a stride; fan_in = in_channels * kh * kw.
+    SAME padding follows XLA (with stride 2 on even sizes: none before, one after)."""
 
     padding: str = eqx.field(static=True)
+    stride: int = eqx.field(static=True)
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, padding: str, init: LayerInit, key: jax.Array
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        padding: str,
+        init: LayerInit,
+        key: jax.Array,
+        stride: int = 1,
     ):
         shape = (kernel_size, kernel_size, in_channels, out_channels)
         super().__init__(shape, out_channels, in_channels * kernel_size * kernel_size, init, key)
         self.padding = padding
+        self.stride = stride
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = jax.lax.conv_general_dilated(
-            x, self.weight, window_strides=(1, 1), padding=self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            x,
+            self.weight,
+            window_strides=(self.stride, self.stride),
+            padding=self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        return self._add_bias(self.weight_multiplier * y)
+        return self._add_bias(self._scale_weight_product(y))
+
+
+class Frozen(eqx.Module):
+    """An array a model holds but does not train: BatchNorm running statistics, fixed random
+    features. Optimizers, gradients, parameter counts and distances leave it out."""
+
+    value: jax.Array
+
+
+def is_frozen(node) -> bool:
+    return isinstance(node, Frozen)
+
+
+class BatchNorm(eqx.Module):
+    """Per-channel normalization over all axes but the last, with a trained scale and offset.
+
+    `__call__` uses the running statistics (evaluation mode); `train_call` normalizes with the
+    batch's statistics and returns the layer with updated running statistics (PyTorch convention:
+    running = (1 - momentum) running + momentum batch, the running variance unbiased).
+    """
+
+    scale: jax.Array
+    offset: jax.Array
+    running_mean: Frozen
+    running_var: Frozen
+    momentum: float = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        self.scale = jnp.ones((channels,), jnp.float32)
+        self.offset = jnp.zeros((channels,), jnp.float32)
+        self.running_mean = Frozen(jnp.zeros((channels,), jnp.float32))
+        self.running_var = Frozen(jnp.ones((channels,), jnp.float32))
+        self.momentum = momentum
+        self.eps = eps
+
+    def _normalize(self, x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+        return (x - mean) * (self.scale * jax.lax.rsqrt(var + self.eps)) + self.offset
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self._normalize(x, self.running_mean.value, self.running_var.value)
+
+    def train_call(self, x: jax.Array) -> tuple[jax.Array, "BatchNorm"]:
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axis=axes)
+        var = jnp.mean(jnp.square(x - mean), axis=axes)
+        count = math.prod(x.shape[:-1])
+        unbiased = jax.lax.stop_gradient(var * (count / max(count - 1, 1)))
+        m = self.momentum
+        updated = eqx.tree_at(
+            lambda bn: (bn.running_mean.value, bn.running_var.value),
+            self,
+            (
+                (1 - m) * self.running_mean.value + m * jax.lax.stop_gradient(mean),
+                (1 - m) * self.running_var.value + m * unbiased,
+            ),
+        )
+        return self._normalize(x, mean, var), updated
+
+
+def scale_gradients(model: eqx.Module, grads):
+    """`grads` (a gradient of `model`, same structure) with each layer's weight and bias gradients
+    multiplied by the layer's gradient multipliers."""
+
+    def visit(node, grad):
+        if not isinstance(node, _Scaled) or (node.weight_grad_scale == 1.0 and node.bias_grad_scale == 1.0):
+            return grad
+        scaled = eqx.tree_at(lambda g: g.weight, grad, grad.weight * node.weight_grad_scale)
+        if grad.bias is not None:
+            scaled = eqx.tree_at(lambda g: g.bias, scaled, grad.bias * node.bias_grad_scale)
+        return scaled
+
+    return jax.tree_util.tree_map(visit, model, grads, is_leaf=lambda node: isinstance(node, _Scaled))
+
+
+def has_gradient_scales(model: eqx.Module) -> bool:
+    layers = jax.tree_util.tree_leaves(model, is_leaf=lambda node: isinstance(node, _Scaled))
+    return any(
+        isinstance(layer, _Scaled) and (layer.weight_grad_scale != 1.0 or layer.bias_grad_scale != 1.0)
+        for layer in layers
+    )
 
 
 def avg_pool_2x2(x: jax.Array) -> jax.Array:

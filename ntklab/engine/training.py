@@ -2,6 +2,11 @@
 
 Everything a run carries from one step to the next lives in `TrainState`, so a run restored from
 a serialized state continues exactly as if it had never stopped.
+
+Training and evaluation take a forward pass (`ntklab.engine.taylor`): the network itself
+(`Network()`, the default) or its Taylor expansion around a point. The optimizer updates the
+model's trainable parameters only; frozen arrays change only through the forward pass in training
+mode (BatchNorm running statistics, at expansion order 0).
 """
 
 import io
@@ -13,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ntklab.engine.losses import PER_EXAMPLE_LOSSES, accuracy, mean_loss
-from ntklab.engine.models import named_parameters
+from ntklab.engine.layers import has_gradient_scales, scale_gradients
+from ntklab.engine.losses import PER_EXAMPLE_LOSSES, accuracy, mean_loss, predictions
+from ntklab.engine.models import named_parameters, parameters, partition_parameters
+from ntklab.engine.taylor import Network
 
 
 class TrainState(eqx.Module):
@@ -34,7 +41,7 @@ def _zero_sums() -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def init_train_state(model: eqx.Module, optimizer: optax.GradientTransformation) -> TrainState:
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    opt_state = optimizer.init(parameters(model))
     return TrainState(model, opt_state, jnp.zeros((), jnp.int32), *_zero_sums())
 
 
@@ -52,20 +59,32 @@ def running_means(state: TrainState) -> dict[str, float]:
 
 
 def make_train_step(
-    loss_name: str, optimizer: optax.GradientTransformation
+    loss_name: str, optimizer: optax.GradientTransformation, forward: eqx.Module | None = None
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
-    """A jitted step: (state, x_batch, y_batch) -> (next state, batch loss before the update)."""
+    """A jitted step: (state, x_batch, y_batch) -> (next state, batch loss before the update).
 
-    def batch_loss(model: eqx.Module, x: jax.Array, y: jax.Array) -> jax.Array:
-        return mean_loss(loss_name, model(x), y)
+    `forward` (default: the network itself) maps (model, x) to logits; it is an argument of the
+    jitted function, so the arrays it holds (an expansion point) are not baked into the program.
+    Layers with gradient multipliers (mean-field) scale the gradient before the optimizer sees it;
+    `grad_norm` is the norm of that gradient, before clipping.
+    """
+    forward = Network() if forward is None else forward
+
+    def batch_loss(params, rest, forward, x: jax.Array, y: jax.Array):
+        logits, updated = forward.train(eqx.combine(params, rest), x)
+        return mean_loss(loss_name, logits, y), updated
 
     @eqx.filter_jit
-    def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
-        loss, grads = eqx.filter_value_and_grad(batch_loss)(state.model, x, y)
+    def step(forward, state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
+        params, rest = partition_parameters(state.model)
+        (loss, updated), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, rest, forward, x, y)
+        if has_gradient_scales(state.model):
+            grads = scale_gradients(params, grads)
         grad_norm = optax.tree.norm(grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, eqx.filter(state.model, eqx.is_array))
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        model = eqx.combine(eqx.apply_updates(params, updates), partition_parameters(updated)[1])
         next_state = TrainState(
-            model=eqx.apply_updates(state.model, updates),
+            model=model,
             opt_state=opt_state,
             step=state.step + 1,
             batch_loss_sum=state.batch_loss_sum + loss,
@@ -74,32 +93,66 @@ def make_train_step(
         )
         return next_state, loss
 
+    def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
+        return step(forward, state, x, y)
+
     return train_step
 
 
 @eqx.filter_jit
-def _logits(model: eqx.Module, x: jax.Array) -> jax.Array:
-    return model(x)
+def _logits(forward, model: eqx.Module, x: jax.Array) -> jax.Array:
+    return forward(model, x)
 
 
-def predict(model: eqx.Module, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits of all of `x`, computed in batches; the last batch is zero-padded to avoid a recompile."""
+def predict(model: eqx.Module, x: np.ndarray, batch_size: int, forward: eqx.Module | None = None) -> np.ndarray:
+    """Logits of all of `x` (evaluation mode), computed in batches; the last batch is zero-padded to
+    avoid a recompile."""
+    forward = Network() if forward is None else forward
     chunks = []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
         padding = batch_size - len(batch)
         if padding:
             batch = np.concatenate([batch, np.zeros((padding, *batch.shape[1:]), batch.dtype)])
-        chunks.append(np.asarray(_logits(model, batch))[: batch_size - padding])
+        chunks.append(np.asarray(_logits(forward, model, batch))[: batch_size - padding])
     return np.concatenate(chunks)
 
 
-def evaluate(model: eqx.Module, x: np.ndarray, y: np.ndarray, loss_name: str, batch_size: int) -> dict[str, float]:
-    """Mean loss and accuracy over all of (x, y)."""
-    logits = jnp.asarray(predict(model, x, batch_size))
+def logits_metrics(logits: np.ndarray, y: np.ndarray, loss_name: str) -> dict[str, float]:
+    """Mean loss and accuracy of logits against labels."""
+    logits = jnp.asarray(logits)
     labels = jnp.asarray(y)
     losses = PER_EXAMPLE_LOSSES[loss_name](logits, labels)
     return {"loss": float(jnp.mean(losses)), "accuracy": float(accuracy(logits, labels))}
+
+
+def evaluate(
+    model: eqx.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    loss_name: str,
+    batch_size: int,
+    forward: eqx.Module | None = None,
+) -> dict[str, float]:
+    """Mean loss and accuracy over all of (x, y)."""
+    return logits_metrics(predict(model, x, batch_size, forward), y, loss_name)
+
+
+def function_distance(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How far `logits` are from `reference` logits of the same inputs: the relative Frobenius
+    distance ‖f − f_ref‖ / ‖f_ref‖ (`fn_distance`), the root mean square of the entries of f − f_ref
+    (`fn_rms_distance`) and the share of inputs with the same predicted class (`agreement`)."""
+    if logits.shape != reference.shape:
+        raise ValueError(f"logits of shape {list(logits.shape)} cannot be compared with {list(reference.shape)}")
+    diff = np.asarray(logits, np.float64) - np.asarray(reference, np.float64)
+    reference_norm = float(np.linalg.norm(np.asarray(reference, np.float64)))
+    distance = float(np.linalg.norm(diff))
+    same = np.asarray(predictions(jnp.asarray(logits))) == np.asarray(predictions(jnp.asarray(reference)))
+    return {
+        "fn_distance": distance / reference_norm if reference_norm > 0 else float("nan"),
+        "fn_rms_distance": float(np.sqrt(np.mean(diff**2))),
+        "agreement": float(np.mean(same)),
+    }
 
 
 def distance_to_init(model: eqx.Module, model0: eqx.Module) -> dict[str, float]:

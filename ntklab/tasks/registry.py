@@ -5,13 +5,28 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from ntklab.tasks import probe, train
+from ntklab.tasks import kernel, krr, probe, ridge_cg, train
 from ntklab.tasks.context import RunContext
 
-RunConfig = Annotated[Union[train.TrainRunConfig, probe.ProbeRunConfig], Field(discriminator="task")]
+RunConfig = Annotated[
+    Union[
+        train.TrainRunConfig,
+        probe.ProbeRunConfig,
+        kernel.KernelRunConfig,
+        krr.KRRRunConfig,
+        ridge_cg.RidgeCGRunConfig,
+    ],
+    Field(discriminator="task"),
+]
 RUN_CONFIG = TypeAdapter(RunConfig)
 
-_TASKS = {"train": (train.TrainRunConfig, train), "probe": (probe.ProbeRunConfig, probe)}
+_TASKS = {
+    "train": (train.TrainRunConfig, train),
+    "probe": (probe.ProbeRunConfig, probe),
+    "kernel": (kernel.KernelRunConfig, kernel),
+    "krr": (krr.KRRRunConfig, krr),
+    "ridge_cg": (ridge_cg.RidgeCGRunConfig, ridge_cg),
+}
 
 
 def task_names() -> list[str]:

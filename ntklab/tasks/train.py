@@ -1,29 +1,90 @@
-"""The `train` task: mini-batch training of a network, with metrics, checkpoints and resume."""
+"""The `train` task: mini-batch training of a network or of its Taylor expansion, with metrics,
+checkpoints and resume.
 
-from typing import Literal
+Expansions (Bai et al. 2020). `train.expansion_order` k >= 1 trains the order-k Taylor expansion of
+the network around its starting point theta0, with the same optimizer, batches and augmentation as
+the network itself. theta0 is the initialization drawn from `seed`, or, with `expansion_point`, the
+final parameters of another train run (its `params` artifact), which the runner runs first or reuses.
 
-from pydantic import Field
+`expansion_point` is a field of the run config rather than of `train`: it holds a whole
+`TrainRunConfig`, which the engine's `TrainConfig` cannot refer to without importing the task layer
+(the self-reference is resolved by `model_rebuild` below).
+
+With `train.compare_to_full` (default) an expansion also names the network trained from the same
+theta0 (the same config at order 0) as its upstream run `full`, and logs at every evaluation step t
+how far its test logits are from the network's at the same step (`fn_distance`, `fn_rms_distance`,
+`agreement`), read from the network's artifact `test_logits/step_{t}`.
+"""
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field, model_validator
 
 from ntklab.configbase import StrictModel
 from ntklab.data.config import DataConfig
-from ntklab.engine.config import ModelConfig, TrainConfig
+from ntklab.engine.config import EXPANSION_DEFAULTS, ModelConfig, TrainConfig
 from ntklab.tasks.context import RunContext, RunDiverged, RunInterrupted
 
 
 class TrainRunConfig(StrictModel):
     task: Literal["train"]
-    seed: int = Field(0, description="seeds the initialization and the batch order")
+    seed: int = Field(0, description="seeds the initialization, the batch order and the augmentation")
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
+    expansion_point: Optional["TrainRunConfig"] = Field(
+        None,
+        description="a train run whose final parameters are the starting and expansion point theta0 instead "
+        "of the initialization (its `model` must be this run's); the runner runs it first or reuses it",
+    )
+
+    @model_validator(mode="after")
+    def _expansion_point_fits(self) -> "TrainRunConfig":
+        if self.expansion_point is not None and self.expansion_point.model != self.model:
+            raise ValueError(
+                "expansion_point.model differs from model: the expansion point's parameters must fit this model"
+            )
+        return self
+
+    def full_network(self) -> "TrainRunConfig":
+        """This run at expansion order 0: the network trained from the same starting point."""
+        train = self.train.model_copy(update={"expansion_order": 0, **EXPANSION_DEFAULTS})
+        return self.model_copy(update={"train": train})
+
+    def upstream_runs(self) -> dict[str, BaseModel]:
+        """The runs this one needs first: the run it expands around, and the network it compares to."""
+        needed: dict[str, BaseModel] = {}
+        if self.expansion_point is not None:
+            needed["expansion_point"] = self.expansion_point
+        if self.train.expansion_order >= 1 and self.train.compare_to_full:
+            needed["full"] = self.full_network()
+        return needed
+
+
+TrainRunConfig.model_rebuild()
+
+
+def check_inputs(config: TrainRunConfig) -> list[str]:
+    """Missing or corrupt dataset files (the expansion point's are checked as a run of its own)."""
+    try:
+        from ntklab.data.sources import check_dataset
+    except ImportError:  # a data layer without file-based datasets
+        return []
+    return list(check_dataset(config.data))
+
+
+def logits_artifact_name(step: int) -> str:
+    return f"test_logits/step_{step}"
 
 
 def run(config: TrainRunConfig, ctx: RunContext) -> None:
-    """Train from the initialization drawn from `config.seed`, or from the run's checkpoint.
+    """Train from theta0 (the initialization drawn from `config.seed`, or the expansion point), or
+    from the run's checkpoint.
 
     Metrics are logged at step 0 (fresh runs only), every `eval_every_steps` steps and at the last
-    step. The state after step t depends only on the config and t, so an interrupted and resumed
-    run ends with the same parameters and metrics as an uninterrupted one.
+    step, and the test logits of each of these steps are saved as `test_logits/step_{t}`. The state
+    after step t depends only on the config and t, so an interrupted and resumed run ends with the
+    same parameters and metrics as an uninterrupted one.
     """
     # Imported here, not at module level: the CLI validates specs without importing JAX.
     import io
@@ -31,53 +92,64 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
     import jax
     import numpy as np
 
+    from ntklab.data.augment import augment_batch
     from ntklab.data.batches import batch_indices, steps_per_epoch
     from ntklab.data.sources import load_dataset
+    from ntklab.engine import training
     from ntklab.engine.losses import output_dim
     from ntklab.engine.models import build_model
     from ntklab.engine.optim import make_optimizer, make_schedule
-    from ntklab.engine.training import (
-        distance_to_init,
-        evaluate,
-        init_train_state,
-        make_train_step,
-        model_to_bytes,
-        parameter_summary,
-        predict,
-        reset_running_sums,
-        running_means,
-        state_from_bytes,
-        state_to_bytes,
-    )
+    from ntklab.engine.taylor import make_forward
 
     train = config.train
-    dataset = load_dataset(config.data)
+    cached = getattr(ctx, "cached", None)
+    dataset = load_dataset(config.data, cached) if cached is not None else load_dataset(config.data)
     n_train = len(dataset.y_train)
-    model0 = build_model(
-        config.model,
-        dataset.input_shape,
-        output_dim(train.loss, dataset.num_classes),
-        jax.random.PRNGKey(config.seed),
-    )
+    out_dim = output_dim(train.loss, dataset.num_classes)
+    model0 = build_model(config.model, dataset.input_shape, out_dim, jax.random.PRNGKey(config.seed))
+    if config.expansion_point is not None:
+        model0 = _expansion_point(config, ctx, model0, out_dim, dataset.num_classes)
+    forward = make_forward(model0, train.expansion_order, train.linearize_offset)
+    compare = train.expansion_order >= 1 and train.compare_to_full
+
     per_epoch = steps_per_epoch(n_train, train.batch_size, train.drop_last)
     total_steps = train.epochs * per_epoch
     optimizer = make_optimizer(train, per_epoch, total_steps)
     schedule = make_schedule(train, per_epoch, total_steps)
-    train_step = make_train_step(train.loss, optimizer)
+    train_step = training.make_train_step(train.loss, optimizer, forward)
 
-    state = init_train_state(model0, optimizer)
+    state = training.init_train_state(model0, optimizer)
     checkpoint = ctx.load_checkpoint()
     if checkpoint is not None:
-        state = state_from_bytes(checkpoint, state)
+        state = training.state_from_bytes(checkpoint, state)
 
-    x_train = jax.device_put(dataset.x_train)
+    augment = getattr(config.data, "augment", "none")
+    x_train = jax.device_put(dataset.x_train) if augment == "none" else None
     y_train = jax.device_put(dataset.y_train)
     x_train_eval = dataset.x_train[: train.eval_train_samples]
     y_train_eval = dataset.y_train[: train.eval_train_samples]
 
+    def training_batch(s: int):
+        indices = batch_indices(config.seed, s, n_train, train.batch_size, train.drop_last)
+        if x_train is not None:
+            return x_train[indices], y_train[indices]
+        return augment_batch(dataset.x_train[indices], augment, config.seed, s), y_train[indices]
+
+    def npy(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        return buffer.getvalue()
+
     def evaluation_metrics(state, t: int) -> dict[str, float]:
-        on_train = evaluate(state.model, x_train_eval, y_train_eval, train.loss, train.batch_size)
-        on_test = evaluate(state.model, dataset.x_test, dataset.y_test, train.loss, train.batch_size)
+        test_logits = training.predict(state.model, dataset.x_test, train.batch_size, forward).astype(np.float32)
+        ctx.save_artifact(
+            logits_artifact_name(t),
+            npy(test_logits),
+            kind="npy",
+            metadata={"shape": list(test_logits.shape), "dtype": "float32", "step": t},
+        )
+        on_test = training.logits_metrics(test_logits, dataset.y_test, train.loss)
+        on_train = training.evaluate(state.model, x_train_eval, y_train_eval, train.loss, train.batch_size, forward)
         metrics = {
             "train_loss": on_train["loss"],
             "train_accuracy": on_train["accuracy"],
@@ -86,9 +158,12 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
             "lr": float(schedule(max(t - 1, 0))),
             "epoch": t / per_epoch,
         }
+        if compare:
+            reference = np.load(io.BytesIO(ctx.upstream_artifact("full", logits_artifact_name(t))))
+            metrics.update(training.function_distance(test_logits, reference))
         if t > 0:
-            metrics.update(running_means(state))
-        metrics.update(distance_to_init(state.model, model0))
+            metrics.update(training.running_means(state))
+        metrics.update(training.distance_to_init(state.model, model0))
         return metrics
 
     start = int(state.step)
@@ -97,29 +172,55 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
     ctx.progress(start, total_steps)
     for s in range(start, total_steps):
         t = s + 1
-        indices = batch_indices(config.seed, s, n_train, train.batch_size, train.drop_last)
-        state, loss = train_step(state, x_train[indices], y_train[indices])
+        state, loss = train_step(state, *training_batch(s))
         batch_loss = float(loss)
         if not np.isfinite(batch_loss):
             ctx.log_metrics(t, {"batch_loss": batch_loss, "epoch": t / per_epoch})
             raise RunDiverged(t, f"the batch loss became {batch_loss} at step {t}")
         if t % train.eval_every_steps == 0 or t == total_steps:
             ctx.log_metrics(t, evaluation_metrics(state, t))
-            state = reset_running_sums(state)
+            state = training.reset_running_sums(state)
         ctx.progress(t, total_steps)
         stopping = t < total_steps and ctx.should_stop()
         if t < total_steps and (t % train.checkpoint_every_steps == 0 or stopping):
-            ctx.save_checkpoint(t, state_to_bytes(state))
+            ctx.save_checkpoint(t, training.state_to_bytes(state))
         if stopping:
             raise RunInterrupted(f"stopped after step {t} of {total_steps}")
 
-    ctx.save_artifact("params", model_to_bytes(state.model), kind="equinox", metadata=parameter_summary(state.model))
-    test_logits = predict(state.model, dataset.x_test, train.batch_size).astype(np.float32)
-    logits_file = io.BytesIO()
-    np.save(logits_file, test_logits)
+    ctx.save_artifact(
+        "params",
+        training.model_to_bytes(state.model),
+        kind="equinox",
+        metadata=training.parameter_summary(state.model),
+    )
+    test_logits = training.predict(state.model, dataset.x_test, train.batch_size, forward).astype(np.float32)
     ctx.save_artifact(
         "test_logits",
-        logits_file.getvalue(),
+        npy(test_logits),
         kind="npy",
         metadata={"shape": list(test_logits.shape), "dtype": str(test_logits.dtype)},
     )
+
+
+def _expansion_point(config: TrainRunConfig, ctx: RunContext, like, out_dim: int, num_classes: int):
+    """The final parameters of the upstream run `expansion_point`, in a model shaped like `like`."""
+    import io
+
+    import equinox as eqx
+
+    from ntklab.engine.losses import output_dim
+
+    upstream = config.expansion_point
+    if output_dim(upstream.train.loss, num_classes) != out_dim:
+        raise ValueError(
+            f"the expansion point was trained with loss {upstream.train.loss}, whose output size differs "
+            f"from this run's ({config.train.loss}, {out_dim} outputs)"
+        )
+    payload = ctx.upstream_artifact("expansion_point", "params")
+    try:
+        return eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+    except Exception as error:  # equinox reports shape mismatches with assorted exception types
+        raise ValueError(
+            f"the parameters of the expansion point do not fit this run's model (trained on "
+            f"{upstream.data.dataset}, used on {config.data.dataset}): {error}"
+        ) from error

@@ -118,7 +118,9 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(stops):
         with pytest.raises(RunInterrupted):
             run(config, ctx)
         assert ctx.checkpoint_steps[-1] == stop
-        assert not ctx.artifacts
+        assert "params" not in ctx.artifacts and "test_logits" not in ctx.artifacts
+        for name, artifact in ctx.artifacts.items():  # the per-evaluation logits are those of an uninterrupted run
+            assert artifact == uninterrupted.artifacts[name]
         logged.update(ctx.metrics)
         checkpoint = ctx.checkpoint
     resumed = FakeContext(checkpoint=checkpoint)
@@ -141,4 +143,4 @@ def test_divergence_raises_and_keeps_the_metrics_before_it():
     assert sorted(ctx.metrics) == list(range(step + 1))
     assert not np.isfinite(ctx.metrics[step]["batch_loss"])
     assert np.isfinite(ctx.metrics[step - 1]["batch_loss"])
-    assert not ctx.artifacts
+    assert set(ctx.artifacts) == {f"test_logits/step_{t}" for t in range(step)}

@@ -1,0 +1,151 @@
+"""The `kernel` task: a kernel matrix on a dataset, in blocks, into an out-of-core zarr store.
+
+It computes K(train, train) (upper block triangle) and K(test, train) block by block into the
+directory artifact `kernel` (ntklab/kernelstore.py). A run killed or stopped part-way resumes
+without recomputing any finished block: blocks are marked complete in the store itself. The
+network of an empirical kernel is taken at initialization (`seed`) or at the end of an upstream
+train run (`kernel.at`).
+"""
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from ntklab.configbase import StrictModel, non_semantic
+from ntklab.data.config import DataConfig
+from ntklab.engine.kernel_config import KernelConfig
+from ntklab.tasks.context import RunContext, RunInterrupted
+from ntklab.tasks.train import TrainRunConfig
+
+StorageDtype = Literal["float16", "float32", "float64"]
+
+
+class KernelRunConfig(StrictModel):
+    task: Literal["kernel"]
+    seed: int = Field(0, description="seeds the network's initialization (kernels at init)")
+    data: DataConfig
+    kernel: KernelConfig
+    test: bool = Field(True, description="also compute K(test, train)")
+    storage_dtype: StorageDtype = Field("float32", description="precision of the stored matrix")
+    psd_check: bool = Field(False, description="log the extreme eigenvalues of K(train, train) when small enough")
+    psd_max_rows: PositiveInt = Field(20_000, description="largest K(train, train) (rows) the PSD check handles")
+    block_size: PositiveInt = non_semantic(
+        128,
+        "examples per block (a block and a zarr chunk hold block_size·m rows). Left out of the run's "
+        "identity: it changes the float rounding of a kernel entry by a few ulps at most, not its "
+        "value; a resumed run keeps the block size its store was created with",
+    )
+    cache_mb: PositiveInt = non_semantic(
+        2048, "memory for features (Jacobians) of training batches kept across block rows"
+    )
+
+    def upstream_runs(self) -> dict[str, TrainRunConfig]:
+        at = getattr(self.kernel, "at", None)
+        return {"at": at} if at is not None else {}
+
+
+def kernel_setup_for(config: KernelRunConfig, dataset, params: bytes | None, batch_size: int):
+    """The `KernelSetup` of a kernel run: shapes from the dataset, the network's output count from
+    the loss of the train run it is taken at (one output per class at initialization)."""
+    from ntklab.engine.kernels import KernelSetup
+    from ntklab.engine.losses import output_dim
+
+    at = getattr(config.kernel, "at", None)
+    out_dim = output_dim(at.train.loss, dataset.num_classes) if at is not None else dataset.num_classes
+    return KernelSetup(
+        input_shape=tuple(dataset.input_shape),
+        out_dim=out_dim,
+        seed=config.seed,
+        batch_size=batch_size,
+        params=params,
+        memory_bytes=config.cache_mb << 20,
+    )
+
+
+def run(config: KernelRunConfig, ctx: RunContext) -> None:
+    import contextlib
+    import hashlib
+    import time
+
+    import jax
+    import numpy as np
+
+    from ntklab.data.sources import load_dataset
+    from ntklab.engine.kernels import build_kernel
+    from ntklab.kernelstore import KernelStore, fill, stored_block_size
+
+    precision = getattr(config.kernel, "dtype", "float32")
+    x64 = jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
+    with x64:
+        dataset = load_dataset(config.data)
+        params = ctx.upstream_artifact("at", "params") if "at" in config.upstream_runs() else None
+        directory = ctx.artifact_dir("kernel")
+        x_test = dataset.x_test if config.test else dataset.x_test[:0]
+        metadata = {
+            "kernel": config.kernel.model_dump(mode="json"),
+            "seed": config.seed,
+            "data": config.data.model_dump(mode="json"),
+            "data_sha256": {
+                "x_train": hashlib.sha256(np.ascontiguousarray(dataset.x_train).tobytes()).hexdigest(),
+                "x_test": hashlib.sha256(np.ascontiguousarray(x_test).tobytes()).hexdigest(),
+            },
+            "indices": {"train": [0, len(dataset.x_train)], "test": [0, len(x_test)]},
+            "model_sha256": hashlib.sha256(params).hexdigest() if params is not None else None,
+            "compute_dtype": precision,
+        }
+        block_size = stored_block_size(directory) or config.block_size  # a resumed store keeps its own
+        kernel = build_kernel(config.kernel, kernel_setup_for(config, dataset, params, block_size))
+        if hasattr(kernel, "parameters"):
+            metadata["parameter_count"] = int(kernel.parameters)
+            metadata["implementation"] = getattr(kernel, "chosen", None)
+            metadata["scale"] = float(getattr(kernel, "scale", 1.0))
+        store = KernelStore.create(
+            directory,
+            n_train=len(dataset.x_train),
+            n_test=len(x_test),
+            outputs=kernel.outputs,
+            block_size=block_size,
+            storage_dtype=config.storage_dtype,
+            identity=ctx.run_key,
+            metadata=metadata,
+            y_train=dataset.y_train,
+            y_test=dataset.y_test if config.test else dataset.y_test[:0],
+        )
+        total = len(store.blocks("train")) + len(store.blocks("test_train"))
+        finished = [len(store.done("train")) + len(store.done("test_train"))]
+        ctx.progress(finished[0], total)
+
+        def advanced(part: str, i: int, j: int) -> None:
+            finished[0] += 1
+            ctx.progress(finished[0], total)
+
+        start = time.perf_counter()
+        report = fill(store, kernel, dataset.x_train, x_test, cache_bytes=config.cache_mb << 20,
+                      should_stop=ctx.should_stop, on_block=advanced)
+        seconds = time.perf_counter() - start
+        if report.stopped:
+            ctx.save_checkpoint(finished[0], b"")  # the blocks on disk are the real checkpoint
+            raise RunInterrupted(f"stopped after {finished[0]} of {total} blocks")
+
+        metrics = {
+            "blocks": float(total),
+            "blocks_computed": float(len(report.computed)),
+            "blocks_reused": float(report.skipped),
+            "feature_evaluations": float(report.feature_evaluations),
+            "seconds": seconds,
+            "seconds_features": report.seconds_features,
+            "seconds_blocks": report.seconds_blocks,
+            "seconds_writing": report.seconds_writing,
+            "kernel_mb": store.nbytes() / 2**20,
+        }
+        if config.psd_check:
+            rows = store.n_train * store.outputs
+            if rows <= config.psd_max_rows:
+                eigenvalues = np.linalg.eigvalsh(store.read_train(np.float64))
+                metrics.update({
+                    "min_eigenvalue": float(eigenvalues[0]),
+                    "max_eigenvalue": float(eigenvalues[-1]),
+                    "min_eigenvalue_relative": float(eigenvalues[0] / max(abs(eigenvalues[-1]), 1e-300)),
+                })
+        ctx.log_metrics(0, metrics)
+        ctx.record_artifact_dir("kernel", kind="zarr-kernel", metadata=store.describe())
