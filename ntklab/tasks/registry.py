@@ -5,7 +5,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from ntklab.tasks import kernel, krr, probe, ridge_cg, train
+from ntklab.tasks import kernel, kernel_error, krr, probe, ridge_cg, train
 from ntklab.tasks.context import RunContext
 
 RunConfig = Annotated[
@@ -15,6 +15,7 @@ RunConfig = Annotated[
         kernel.KernelRunConfig,
         krr.KRRRunConfig,
         ridge_cg.RidgeCGRunConfig,
+        kernel_error.KernelErrorRunConfig,
     ],
     Field(discriminator="task"),
 ]
@@ -26,6 +27,7 @@ _TASKS = {
     "kernel": (kernel.KernelRunConfig, kernel),
     "krr": (krr.KRRRunConfig, krr),
     "ridge_cg": (ridge_cg.RidgeCGRunConfig, ridge_cg),
+    "kernel_error": (kernel_error.KernelErrorRunConfig, kernel_error),
 }
 
 
