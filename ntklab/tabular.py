@@ -21,9 +21,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any, missing: str = "-") -> str:
+    """How a value reads in a table cell, on a terminal or in a report."""
     if value is None:
-        return "-"
+        return missing
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, datetime):
@@ -48,5 +49,5 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Format, con
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*(_cell(v) for v in row))
+            table.add_row(*(cell_text(v) for v in row))
         console.print(table)

@@ -24,6 +24,7 @@ from ntklab.reports.overview import experiment_status
 from ntklab.reports.runs import list_runs
 from ntklab.spec.flatten import flatten
 from ntklab.spec.models import Figure
+from ntklab.tabular import cell_text
 
 MAX_FIGURE_ROWS = 120
 STEPS_SHOWN = 11
@@ -64,19 +65,7 @@ details summary { cursor: pointer; }
 
 def _e(value: Any) -> str:
     """Escaped text of any value (the only way text enters the page)."""
-    return html.escape(_text(value), quote=True)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
+    return html.escape(cell_text(value, missing="–"), quote=True)
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, status_column: str | None = None,
@@ -306,7 +295,7 @@ def _provenance_section(conn: Connection, experiment_id: int) -> str:
             continue
         recorded += 1
         for key, value in flatten(provenance).items():
-            values[key][json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else _text(value)] += 1
+            values[key][json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else cell_text(value, missing="–")] += 1
     out = ['<h2 id="provenance">Provenance</h2>']
     if not recorded:
         out.append('<p class="muted">No run has started yet, so there is no provenance.</p>')
