@@ -29,6 +29,7 @@ to the parameters.
 """
 
 import argparse
+import dataclasses
 import math
 import statistics
 import time
@@ -146,7 +147,7 @@ def bench(title, config, input_shape, batch, activation, rounds, repeats):
     key = jax.random.PRNGKey(0)
     center = build_model(config, input_shape, 10, key)
     if activation is not None:
-        center = eqx.tree_at(lambda m: m.activation, center, activation)
+        center = dataclasses.replace(center, activation=activation)
     model = perturbed(center)
     x = jax.random.normal(jax.random.PRNGKey(2), (batch, *input_shape), jnp.float32)
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ntklab.engine import training
 from ntklab.spec.identity import run_key
+from ntklab.spec.load import load_spec
 from ntklab.tasks.context import RunInterrupted
 from ntklab.tasks.train import TrainRunConfig, run
 
@@ -74,14 +75,35 @@ def config(order=0, **train) -> TrainRunConfig:
     )
 
 
+SPEC = """\
+name: orders
+defaults:
+  seed: 7
+  data: {dataset: synthetic, n_train: 40, n_test: 24, dim: 36, image_shape: [6, 6, 1], num_classes: 3,
+         augment: crop_flip}
+  model: {arch: cnn, depth: 1, channels: 3, activation: gelu, b_std: 0.1}
+groups:
+  taylor:
+    task: train
+    train: {optimizer: {name: sgd, lr: 0.5}, batch_size: 16, epochs: 2, eval_every_steps: 2}
+    sweep: {grid: {train.expansion_order: [0, 1, 2, 3, 4]}}
+"""
+
+
 def logits(ctx: FakeContext, step: int) -> np.ndarray:
     return np.load(io.BytesIO(ctx.artifacts[f"test_logits/step_{step}"]))
 
 
 @pytest.fixture(scope="module")
-def orders(request):
-    """Every order trained from one config, with the batches each train step received."""
+def orders(tmp_path_factory):
+    """Every order of one spec trained, with the batches each train step received."""
     import ntklab.engine.training as engine_training
+
+    spec = tmp_path_factory.mktemp("spec") / "orders.yaml"
+    spec.write_text(SPEC)
+    planned = {run.config.train.expansion_order: run.config for run in load_spec(spec).runs}
+    assert sorted(planned) == [0, 1, 2, 3, 4], "the expansions' `full` upstream is the order-0 run itself"
+    assert all(planned[k] == config(k) for k in planned)
 
     recorded: dict[int, list] = {}
     make = engine_training.make_train_step
@@ -101,7 +123,7 @@ def orders(request):
 
         monkeypatch.setattr(engine_training, "make_train_step", spying_make)
         ctx = FakeContext(upstream={"full": contexts[0]} if order else None)
-        run(config(order), ctx)
+        run(planned[order], ctx)
         contexts[order] = ctx
     monkeypatch.undo()
     return contexts, recorded
