@@ -1,7 +1,7 @@
 """Taylorized models: forward and gradient time of the order-k expansion (k = 1..4) relative to the
 plain network, for ntklab's nested forward-mode expansion and two peers, on this CPU.
 
-    python bench/taylor.py [--rounds 5] [--repeats 20] [--only mlp|cnn]
+    python bench/taylor.py [--rounds 5] [--repeats 20] [--only mlp|cnn] [--skip-nt]
 
 Workloads (research/perf.md, W6):
   mlp: MLP 784-512-512-10 with erf, batch 256 (neural-tangents' taylor_expand: 7.2x forward at
@@ -20,6 +20,10 @@ Columns, each time relative to the plain network's forward pass or gradient:
   jet fwd, grad    jax.experimental.jet with the parameter path's series [delta, 0, 0, 0]. jet
                    ignores custom-JVP rules and fails on jax.nn.relu (a custom-JVP function), so the
                    CNN's jet columns use an equivalent plain ReLU, jnp.maximum(x, 0), in every column.
+  NT fwd, grad     neural-tangents 0.6.5's `taylor_expand` on the same network built with stax,
+                   in its pinned environment (bench/.venv-nt, bash bench/peers/make_nt_env.sh; its
+                   own jax 0.4.25), in a subprocess of the same invocation
+                   (bench/peers/nt_taylor.py), relative to its own plain network.
 Also the largest relative difference between ntklab's and jet's outputs.
 
 Timing: every function is compiled first; then `rounds` rounds, each timing every function
@@ -30,9 +34,12 @@ to the parameters.
 
 import argparse
 import dataclasses
+import json
 import math
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -44,6 +51,9 @@ from ntklab.engine.models import build_model, partition_parameters
 from ntklab.engine.taylor import TaylorExpansion, _call_model, _polynomial_value
 
 ORDERS = (1, 2, 3, 4)
+BENCH = Path(__file__).resolve().parent
+NT_PYTHON = BENCH / ".venv-nt" / "bin" / "python"
+NT_PEER = BENCH / "peers" / "nt_taylor.py"
 
 
 def plain_relu(x):
@@ -53,10 +63,10 @@ def plain_relu(x):
 def workloads(only: str | None):
     if only in (None, "mlp"):
         config = MLPModel(arch="mlp", depth=2, width=512, activation="erf", b_std=0.1)
-        yield "MLP 784-512-512-10 (erf), batch 256", config, (28, 28, 1), 256, None
+        yield "mlp", "MLP 784-512-512-10 (erf), batch 256", config, (28, 28, 1), 256, None
     if only in (None, "cnn"):
         config = CNNModel(arch="cnn", depth=4, channels=128, padding="VALID", readout="gap", b_std=0.01)
-        yield "Bai's CNN 4x128 on 32x32x3 (ReLU), batch 64", config, (32, 32, 3), 64, plain_relu
+        yield "cnn", "Bai's CNN 4x128 on 32x32x3 (ReLU), batch 64", config, (32, 32, 3), 64, plain_relu
 
 
 def perturbed(model, scale=0.01, seed=1):
@@ -143,7 +153,16 @@ def time_all(calls: dict, rounds: int, repeats: int) -> dict[str, float]:
     return best
 
 
-def bench(title, config, input_shape, batch, activation, rounds, repeats):
+def run_nt(arch: str, input_shape, batch: int, rounds: int, repeats: int) -> dict:
+    spec = {"arch": arch, "input_shape": list(input_shape), "batch": batch, "rounds": rounds, "repeats": repeats}
+    proc = subprocess.run([str(NT_PYTHON), str(NT_PEER), json.dumps(spec)], check=False, capture_output=True,
+                          text=True, env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"neural-tangents peer failed on {arch}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(arch, title, config, input_shape, batch, activation, rounds, repeats, with_nt):
     key = jax.random.PRNGKey(0)
     center = build_model(config, input_shape, 10, key)
     if activation is not None:
@@ -160,6 +179,7 @@ def bench(title, config, input_shape, batch, activation, rounds, repeats):
         jax.block_until_ready(call())
     compile_seconds = time.perf_counter() - compile_start
     times = time_all(calls, rounds, repeats)
+    nt = run_nt(arch, input_shape, batch, rounds, repeats) if with_nt else None
 
     differences = {
         order: float(jnp.max(jnp.abs(calls[(order, "fwd")]() - calls[(order, "jet fwd")]()))
@@ -169,8 +189,11 @@ def bench(title, config, input_shape, batch, activation, rounds, repeats):
     plain_fwd, plain_grad = times[(None, "fwd")], times[(None, "grad")]
     print(f"\n{title}: plain forward {plain_fwd * 1e3:.2f} ms, plain gradient {plain_grad * 1e3:.2f} ms "
           f"(compiling everything: {compile_seconds:.0f} s)")
+    if nt is not None:
+        print(f"neural-tangents (jax {nt['jax']}): plain forward {nt['plain']['fwd'] * 1e3:.2f} ms, "
+              f"plain gradient {nt['plain']['grad'] * 1e3:.2f} ms")
     header = ["order", "fwd ms", "fwd x", "grad ms", "grad x", "grad-nested x", "sep fwd x", "jet fwd x",
-              "jet grad x", "vs jet"]
+              "jet grad x", "vs jet"] + (["NT fwd x", "NT grad x"] if nt is not None else [])
     rows = []
     for order in ORDERS:
         rows.append([
@@ -184,7 +207,8 @@ def bench(title, config, input_shape, batch, activation, rounds, repeats):
             f"{times[(order, 'jet fwd')] / plain_fwd:.2f}",
             f"{times[(order, 'jet grad')] / plain_grad:.2f}",
             f"{differences[order]:.1e}",
-        ])
+        ] + ([f"{nt[str(order)]['fwd'] / nt['plain']['fwd']:.2f}", f"{nt[str(order)]['grad'] / nt['plain']['grad']:.2f}"]
+             if nt is not None else []))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     for row in rows:
@@ -208,11 +232,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--only", choices=["mlp", "cnn"])
+    parser.add_argument("--skip-nt", action="store_true", help="leave neural-tangents out")
     args = parser.parse_args()
+    if not args.skip_nt and not NT_PYTHON.exists():
+        raise SystemExit(f"{NT_PYTHON} is missing: run bash bench/peers/make_nt_env.sh (or pass --skip-nt)")
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {jax.device_count()} device(s)")
     print(f"jax.experimental.jet on an Equinox CNN with jax.nn.relu: {check_jet_fails_on_custom_jvp_relu()}")
-    for title, config, input_shape, batch, activation in workloads(args.only):
-        bench(title, config, input_shape, batch, activation, args.rounds, args.repeats)
+    for arch, title, config, input_shape, batch, activation in workloads(args.only):
+        bench(arch, title, config, input_shape, batch, activation, args.rounds, args.repeats, not args.skip_nt)
 
 
 if __name__ == "__main__":

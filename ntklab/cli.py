@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import sys
 from datetime import timedelta
 from enum import Enum
@@ -14,6 +15,7 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from ntklab.errors import DatabaseError, SpecError, UsageError
+from ntklab.xla_flags import default_xla_flags
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Declarative experiments on neural tangent kernels, recorded in a database.")
@@ -457,4 +459,5 @@ def data_list(root: DataRootOption = None, format_: FormatOption = OutputFormat.
 
 
 def main() -> None:
+    default_xla_flags(os.environ)
     app()

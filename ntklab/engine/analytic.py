@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ntklab.engine.kernel_config import ANALYTIC_ACTIVATIONS as ACTIVATIONS_WITH_KERNELS
+from ntklab.engine.config import ANALYTIC_ACTIVATIONS as ACTIVATIONS_WITH_KERNELS
 
 Which = Literal["nngp", "ntk"]
 

@@ -10,6 +10,11 @@ Activation = Literal["relu", "erf", "gelu", "tanh", "swish", "softplus"]
 Parameterization = Literal["standard", "ntk", "taylor", "mean_field"]
 MAX_EXPANSION_ORDER = 4
 
+# The models with an infinite-width limit in ntklab/engine/analytic.py.
+ANALYTIC_ARCHS = ("mlp", "cnn", "lenet5", "myrtle5", "wrn", "logistic")
+ANALYTIC_ACTIVATIONS = ("relu", "erf", "gelu")
+ANALYTIC_PARAMETERIZATIONS = ("standard", "ntk", "taylor")
+
 
 class LayerInit(StrictModel):
     """Fields shared by the architectures built from Dense and Conv layers: activation,

@@ -6,7 +6,7 @@ layer inputs and cotangents; for a closed-form kernel it can be the inputs thems
 `block(f1, f2)` returns the (n1·r, n2·r) block, r = `outputs` rows per example (sample-major).
 The blocked kernel task caches features of a batch for every block that batch takes part in.
 
-To add a kind: define its config in `kernel_config.py` (add it to `KernelConfig`), write
+To add a kind: define its config in `ntklab/tasks/kernel_config.py` (add it to `KernelConfig`), write
 `build(config, setup) -> BlockKernel`, and register it in `KERNEL_BUILDERS` under the kind.
 """
 

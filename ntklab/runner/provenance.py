@@ -2,6 +2,7 @@
 
 import functools
 import importlib.metadata
+import os
 import platform
 import socket
 import subprocess
@@ -57,4 +58,5 @@ def _jax_devices() -> dict[str, Any] | None:
 
 
 def collect(spec_file: str) -> dict[str, Any]:
-    return {**_static(), "project_git": git_state(Path(spec_file).resolve().parent), "jax": _jax_devices()}
+    return {**_static(), "project_git": git_state(Path(spec_file).resolve().parent), "jax": _jax_devices(),
+            "xla_flags": os.environ.get("XLA_FLAGS")}

@@ -13,7 +13,7 @@ from pydantic import Field, PositiveInt
 
 from ntklab.configbase import StrictModel, non_semantic
 from ntklab.data.config import DataConfig
-from ntklab.engine.kernel_config import KernelConfig
+from ntklab.tasks.kernel_config import KernelConfig
 from ntklab.tasks.context import RunContext, RunInterrupted
 from ntklab.tasks.train import TrainRunConfig
 

@@ -6,7 +6,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ntklab.engine import analytic as A
 from ntklab.engine.closed_form import ntk2
-from ntklab.engine.kernel_config import KernelConfig
+from ntklab.tasks.kernel_config import KernelConfig
 from ntklab.engine.kernels import KernelSetup, build_kernel, kernel_block
 from ntklab.engine.random_features import random_features_gram
 from ntklab.tasks.kernel_error import relative_errors

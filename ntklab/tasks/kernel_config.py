@@ -3,7 +3,8 @@
 A kernel config says which kernel function k(x, x') to evaluate; the `kernel` task
 (ntklab/tasks/kernel.py) evaluates it on a dataset, block by block, and `ntklab.engine.kernels`
 turns a config into a block function. A new kind adds its config class to `KernelConfig` and one
-builder to `ntklab.engine.kernels.KERNEL_BUILDERS`.
+builder to `ntklab.engine.kernels.KERNEL_BUILDERS`. The configs live with the tasks because an
+empirical kernel may be taken at the end of a train run (`at`, a `TrainRunConfig`).
 """
 
 from typing import Annotated, Literal, Union
@@ -11,8 +12,8 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, PositiveInt, model_validator
 
 from ntklab.configbase import StrictModel, non_semantic
-from ntklab.engine.config import ModelConfig
-from ntklab.tasks.train import TrainRunConfig  # a config (pydantic) import: no JAX, no task code runs
+from ntklab.engine.config import ANALYTIC_ACTIVATIONS, ANALYTIC_ARCHS, ANALYTIC_PARAMETERIZATIONS, ModelConfig
+from ntklab.tasks.train import TrainRunConfig
 
 Implementation = Literal["auto", "jacobian", "ntvp", "structured"]
 ComputeDtype = Literal["float32", "float64"]
@@ -59,11 +60,6 @@ class EmpiricalKernel(StrictModel):
     def network(self) -> ModelConfig:
         """The architecture the kernel is the NTK of."""
         return self.model if self.model is not None else self.at.model
-
-
-ANALYTIC_ARCHS = ("mlp", "cnn", "lenet5", "myrtle5", "wrn", "logistic")
-ANALYTIC_ACTIVATIONS = ("relu", "erf", "gelu")
-ANALYTIC_PARAMETERIZATIONS = ("standard", "ntk", "taylor")
 
 
 class AnalyticKernel(StrictModel):
