@@ -26,6 +26,10 @@ Columns, each time relative to the plain network's forward pass or gradient:
                    (bench/peers/nt_taylor.py), relative to its own plain network.
 Also the largest relative difference between ntklab's and jet's outputs.
 
+XLA flags: ntklab's command-line defaults (ntklab/xla_flags.py) apply here too, unless XLA_FLAGS
+already mentions YNN fusions; to time XLA's own defaults, run with
+XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution.
+
 Timing: every function is compiled first; then `rounds` rounds, each timing every function
 `repeats` times in turn; a function's time is the best round's median, which keeps the ratios
 meaningful on a shared machine. Gradients are of a sum-of-squares loss of the logits with respect
@@ -36,19 +40,24 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import statistics
 import subprocess
 import time
 from pathlib import Path
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-from jax.experimental import jet
+from ntklab.xla_flags import default_xla_flags
 
-from ntklab.engine.config import CNNModel, MLPModel
-from ntklab.engine.models import build_model, partition_parameters
-from ntklab.engine.taylor import TaylorExpansion, _call_model, _polynomial_value
+default_xla_flags(os.environ)  # before JAX starts, as the ntklab command does
+
+import equinox as eqx  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from jax.experimental import jet  # noqa: E402
+
+from ntklab.engine.config import CNNModel, MLPModel  # noqa: E402
+from ntklab.engine.models import build_model, partition_parameters  # noqa: E402
+from ntklab.engine.taylor import TaylorExpansion, _call_model, _polynomial_value  # noqa: E402
 
 ORDERS = (1, 2, 3, 4)
 BENCH = Path(__file__).resolve().parent
@@ -236,7 +245,8 @@ def main():
     args = parser.parse_args()
     if not args.skip_nt and not NT_PYTHON.exists():
         raise SystemExit(f"{NT_PYTHON} is missing: run bash bench/peers/make_nt_env.sh (or pass --skip-nt)")
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {jax.device_count()} device(s)")
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {jax.device_count()} device(s), "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"jax.experimental.jet on an Equinox CNN with jax.nn.relu: {check_jet_fails_on_custom_jvp_relu()}")
     for arch, title, config, input_shape, batch, activation in workloads(args.only):
         bench(arch, title, config, input_shape, batch, activation, args.rounds, args.repeats, not args.skip_nt)
