@@ -19,7 +19,8 @@ Columns, each time relative to the plain network's forward pass or gradient:
                    work across them);
   jet fwd, grad    jax.experimental.jet with the parameter path's series [delta, 0, 0, 0]. jet
                    ignores custom-JVP rules and fails on jax.nn.relu (a custom-JVP function), so the
-                   CNN's jet columns use an equivalent plain ReLU, jnp.maximum(x, 0), in every column.
+                   CNN's jet columns run on the same network with jnp.maximum(x, 0) as its ReLU; the
+                   other columns run the model as ntklab builds it (jax.nn.relu).
   NT fwd, grad     neural-tangents 0.6.5's `taylor_expand` on the same network built with stax,
                    in its pinned environment (bench/.venv-nt, bash bench/peers/make_nt_env.sh; its
                    own jax 0.4.25), in a subprocess of the same invocation
@@ -28,7 +29,8 @@ Also the largest relative difference between ntklab's and jet's outputs.
 
 XLA flags: ntklab's command-line defaults (ntklab/xla_flags.py) apply here too, unless XLA_FLAGS
 already mentions YNN fusions; to time XLA's own defaults, run with
-XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution.
+XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution (adding a type that is on
+by default keeps the defaults).
 
 Timing: every function is compiled first; then `rounds` rounds, each timing every function
 `repeats` times in turn; a function's time is the best round's median, which keeps the ratios
@@ -171,18 +173,21 @@ def run_nt(arch: str, input_shape, batch: int, rounds: int, repeats: int) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench(arch, title, config, input_shape, batch, activation, rounds, repeats, with_nt):
+def bench(arch, title, config, input_shape, batch, jet_activation, rounds, repeats, with_nt):
     key = jax.random.PRNGKey(0)
     center = build_model(config, input_shape, 10, key)
-    if activation is not None:
-        center = dataclasses.replace(center, activation=activation)
     model = perturbed(center)
+    if jet_activation is None:
+        jet_center, jet_model = center, model
+    else:
+        jet_center, jet_model = (dataclasses.replace(m, activation=jet_activation) for m in (center, model))
     x = jax.random.normal(jax.random.PRNGKey(2), (batch, *input_shape), jnp.float32)
 
     calls = {}
     for order in (None, *ORDERS):
         for name, fn in functions(order).items():
-            calls[(order, name)] = (lambda fn=fn: fn(model, center, x))
+            m, c = (jet_model, jet_center) if name.startswith("jet") else (model, center)
+            calls[(order, name)] = (lambda fn=fn, m=m, c=c: fn(m, c, x))
     compile_start = time.perf_counter()
     for call in calls.values():
         jax.block_until_ready(call())
@@ -248,8 +253,8 @@ def main():
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {jax.device_count()} device(s), "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"jax.experimental.jet on an Equinox CNN with jax.nn.relu: {check_jet_fails_on_custom_jvp_relu()}")
-    for arch, title, config, input_shape, batch, activation in workloads(args.only):
-        bench(arch, title, config, input_shape, batch, activation, args.rounds, args.repeats, not args.skip_nt)
+    for arch, title, config, input_shape, batch, jet_activation in workloads(args.only):
+        bench(arch, title, config, input_shape, batch, jet_activation, args.rounds, args.repeats, not args.skip_nt)
 
 
 if __name__ == "__main__":
