@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ntklab
 from test_cli_runner import sql, sqlite_url
@@ -51,8 +52,6 @@ def test_the_installed_jaxlib_accepts_the_flag_and_computes_the_same_convolution
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs[flags] = result.stdout.strip()
-    import numpy as np
-
     plain, flagged = (np.frombuffer(bytes.fromhex(outputs[f]), np.float32) for f in ("", WITHOUT_YNN_FUSIONS))
     np.testing.assert_allclose(flagged, plain, rtol=1e-4, atol=1e-4)
 
