@@ -2,7 +2,6 @@
 
 import functools
 import json
-import os
 import sys
 from datetime import timedelta
 from enum import Enum
@@ -15,7 +14,6 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from ntklab.errors import DatabaseError, SpecError, UsageError
-from ntklab.xla_flags import default_xla_flags
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Declarative experiments on neural tangent kernels, recorded in a database.")
@@ -459,5 +457,4 @@ def data_list(root: DataRootOption = None, format_: FormatOption = OutputFormat.
 
 
 def main() -> None:
-    default_xla_flags(os.environ)
     app()
