@@ -92,6 +92,7 @@ def relative_error(k: np.ndarray, reference: np.ndarray) -> float:
 def run_peer(command: list[str], label: str, reference: np.ndarray) -> list[dict]:
     env = dict(os.environ)
     env.pop("JAX_ENABLE_X64", None)
+    env.pop("XLA_FLAGS", None)  # flags for this process's jaxlib may be unknown to the peer's, which aborts on them
     result = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         print(f"{label} failed:\n{result.stderr[-3000:]}", file=sys.stderr)
