@@ -39,6 +39,8 @@ DbOption = Annotated[Optional[str], typer.Option("--db", help="database URL (def
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="home directory (default: NTKLAB_HOME, else ./.ntklab)")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: KEY=VALUE (repeatable)")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="output format")]
+SpecGroupOption = Annotated[Optional[list[str]], typer.Option(
+    "--group", "-g", help="only this group of the spec, with the upstream runs it needs (repeatable)")]
 
 
 def reported(command):
@@ -110,15 +112,16 @@ def run(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed and diverged runs again")] = False,
     force: Annotated[bool, typer.Option("--force", help="run every run again from scratch, done ones too")] = False,
     lease_seconds: Annotated[float, typer.Option(help="a run whose worker is silent this long is reclaimed")] = 60.0,
+    group: SpecGroupOption = None,
 ) -> None:
     """Expand SPEC into runs and execute those not done yet; interrupted runs resume."""
     from ntklab.db.models import RunStatus
     from ntklab.runner.execute import ExecuteOptions, execute
     from ntklab.runner.plan import plan_groups
     from ntklab.runner.progress import make_reporter
-    from ntklab.spec.load import check_inputs, load_spec
+    from ntklab.spec.load import check_inputs, load_spec, select_groups
 
-    plan = load_spec(spec, set_ or [])
+    plan = select_groups(load_spec(spec, set_ or []), group or [])
     check_inputs(plan)
     engine, store = _engine(db, home, create=True)
     options = ExecuteOptions(retry_failed=retry_failed, force=force, lease=timedelta(seconds=lease_seconds))
@@ -158,14 +161,15 @@ def plan(
     db: DbOption = None,
     home: HomeOption = None,
     show: Annotated[bool, typer.Option("--show", help="list every run with the params that vary")] = False,
+    group: SpecGroupOption = None,
 ) -> None:
     """Show the runs SPEC expands into and which of them are new, done, failed or running."""
     from ntklab.runner.plan import existing_statuses, plan_groups
     from ntklab.spec.flatten import flatten
-    from ntklab.spec.load import load_spec
+    from ntklab.spec.load import load_spec, select_groups
     from ntklab.tabular import emit
 
-    loaded = load_spec(spec, set_ or [])
+    loaded = select_groups(load_spec(spec, set_ or []), group or [])
     engine = None if _sqlite_file_missing(db, home) else _engine(db, home, create=False)[0]
     _print_plan(loaded, plan_groups(engine, loaded), title=f"{loaded.name}: {len(loaded.runs)} runs")
     if loaded.duplicates:

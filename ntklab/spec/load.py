@@ -4,6 +4,7 @@ Nothing here touches the database. Every problem is reported with the file, the 
 dotted field path and what was expected, and all problems are gathered before raising.
 """
 
+import dataclasses
 import hashlib
 import itertools
 import re
@@ -91,6 +92,27 @@ def load_spec(path: str | FilePath, overrides: Sequence[str] = ()) -> Experiment
         figures=dict(spec.figures),
         duplicates=duplicates,
     )
+
+
+def select_groups(plan: ExperimentPlan, groups: Sequence[str]) -> ExperimentPlan:
+    """The plan restricted to the runs of `groups` and the upstream runs they need (whatever group
+    they were planned in). An unknown group name is a SpecError that lists the spec's groups."""
+    if not groups:
+        return plan
+    known = list(dict.fromkeys(r.group for r in plan.runs if "." not in r.group))
+    unknown = [g for g in groups if g not in known]
+    if unknown:
+        raise SpecError([Problem(plan.file, None, "--group", f"no group {g!r} in {plan.name}; its groups: "
+                                 f"{', '.join(known)}") for g in unknown])  # fmt: skip
+    by_key = {r.key: r for r in plan.runs}
+    needed = {r.key for r in plan.runs if r.group in groups}
+    frontier = list(needed)
+    while frontier:
+        for _, key in by_key[frontier.pop()].upstream:
+            if key not in needed:
+                needed.add(key)
+                frontier.append(key)
+    return dataclasses.replace(plan, runs=[r for r in plan.runs if r.key in needed])
 
 
 def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override]) -> tuple[list[PlannedRun], int]:
