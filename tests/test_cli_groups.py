@@ -33,11 +33,19 @@ def test_run_one_group_then_the_rest(home):
         ("a", "done", 1), ("a.needs", "done", 1), ("b", "done", 1), ("b", "done", 1)]
 
 
+def test_an_upstream_group_alone(home):
+    (home / "sel.yaml").write_text(SPEC.replace("  b:", "  b.c:"))
+    ntklab("run", "sel.yaml", "-g", "a.needs", home=home, check=True)
+    assert sql(sqlite_url(home), "select group_name, status from runs") == [("a.needs", "done")]
+    ntklab("run", "sel.yaml", "-g", "b.c", home=home, check=True)
+    assert sorted(sql(sqlite_url(home), "select group_name from runs")) == [("a.needs",), ("b.c",), ("b.c",)]
+
+
 def test_an_unknown_group_names_the_spec_s_groups_and_runs_nothing(home):
     (home / "sel.yaml").write_text(SPEC)
-    result = ntklab("run", "sel.yaml", "-g", "c", "-g", "a.needs", home=home)
+    result = ntklab("run", "sel.yaml", "-g", "c", "-g", "a.need", home=home)
     assert result.returncode == 2
-    assert "no group 'c' in sel; its groups: a, b" in result.stderr
-    assert "no group 'a.needs'" in result.stderr
+    assert "no group 'c' in sel; its groups: a.needs, a, b" in result.stderr
+    assert "no group 'a.need'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (home / "ntklab.db").exists()

@@ -96,10 +96,11 @@ def load_spec(path: str | FilePath, overrides: Sequence[str] = ()) -> Experiment
 
 def select_groups(plan: ExperimentPlan, groups: Sequence[str]) -> ExperimentPlan:
     """The plan restricted to the runs of `groups` and the upstream runs they need (whatever group
-    they were planned in). An unknown group name is a SpecError that lists the spec's groups."""
+    they were planned in). Upstream groups (`<group>.<name>`) can be chosen too. An unknown group
+    name is a SpecError that lists the plan's groups."""
     if not groups:
         return plan
-    known = list(dict.fromkeys(r.group for r in plan.runs if "." not in r.group))
+    known = list(dict.fromkeys(r.group for r in plan.runs))
     unknown = [g for g in groups if g not in known]
     if unknown:
         raise SpecError([Problem(plan.file, None, "--group", f"no group {g!r} in {plan.name}; its groups: "
