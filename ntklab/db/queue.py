@@ -15,16 +15,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, update
 
+from ntklab.db import tables
 from ntklab.db.connection import reading, writing
 from ntklab.db.dialect import insert_for
+from ntklab.db.models import Attempt, Param, RunStatus
 from ntklab.db.records import clear_results
-from ntklab.db.models import Attempt, Experiment, ExperimentRun, Param, Run, RunStatus, RunUpstream
+from ntklab.db.tables import attempts, experiments, memberships, runs, upstream_links
 from ntklab.spec.flatten import flatten
 from ntklab.spec.identity import HASH_VERSION
 
 CHUNK = 500
 CLAIMABLE = (RunStatus.pending, RunStatus.interrupted)
-runs = Run.__table__
 
 
 def utcnow() -> datetime:
@@ -73,18 +74,17 @@ def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
 def sync_experiment(conn: Connection, name: str, description: str, spec_text: str, spec_hash: str, spec_file: str) -> int:
     """Insert or update the experiment row; returns its id."""
     now = utcnow()
-    table = Experiment.__table__
-    stmt = insert_for(conn, table).values(
+    stmt = insert_for(conn, experiments).values(
         name=name, description=description, spec_text=spec_text, spec_hash=spec_hash,
         spec_file=spec_file, created_at=now, updated_at=now,
     )
     stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.name],
+        index_elements=[experiments.c.name],
         set_={"description": description, "spec_text": spec_text, "spec_hash": spec_hash,
               "spec_file": spec_file, "updated_at": now},
     )
     conn.execute(stmt)
-    return conn.execute(select(table.c.id).where(table.c.name == name)).scalar_one()
+    return conn.execute(select(experiments.c.id).where(experiments.c.name == name)).scalar_one()
 
 
 def typed_param(value: Any) -> dict[str, Any]:
@@ -131,15 +131,15 @@ def enqueue(conn: Connection, experiment_id: int, rows: Sequence[PlanRow]) -> di
             for k, v in flatten(r.config).items()
         ]
         if params:
-            conn.execute(insert_for(conn, Param.__table__).on_conflict_do_nothing(), params)
+            conn.execute(insert_for(conn, tables.params).on_conflict_do_nothing(), params)
         conn.execute(
-            insert_for(conn, ExperimentRun.__table__).on_conflict_do_nothing(),
+            insert_for(conn, memberships).on_conflict_do_nothing(),
             [{"experiment_id": experiment_id, "run_id": found[r.key], "group_name": r.group} for r in chunk],
         )
         links = [{"run_id": found[r.key], "name": name, "upstream_run_id": ids[key]}
                  for r in chunk for name, key in r.upstream]
         if links:
-            conn.execute(insert_for(conn, RunUpstream.__table__).on_conflict_do_nothing(), links)
+            conn.execute(insert_for(conn, upstream_links).on_conflict_do_nothing(), links)
     return ids
 
 
@@ -214,11 +214,11 @@ def _process_alive(pid: int) -> bool:
 
 def _upstream_in(run_id, statuses):
     """True where some upstream run of `run_id` has one of `statuses`."""
-    links = RunUpstream.__table__
     upstream = runs.alias("upstream")
     return exists(
-        select(links.c.run_id).select_from(links.join(upstream, upstream.c.id == links.c.upstream_run_id))
-        .where(links.c.run_id == run_id, upstream.c.status.in_(statuses))
+        select(upstream_links.c.run_id)
+        .select_from(upstream_links.join(upstream, upstream.c.id == upstream_links.c.upstream_run_id))
+        .where(upstream_links.c.run_id == run_id, upstream.c.status.in_(statuses))
     )
 
 
@@ -253,10 +253,10 @@ def waiting_on_others(engine: Engine, run_ids: Sequence[int]) -> int:
 
 def upstream_run(conn: Connection, run_id: int, name: str) -> tuple[int, str] | None:
     """(id, key) of the upstream run `name` of `run_id`."""
-    links = RunUpstream.__table__
     row = conn.execute(
-        select(runs.c.id, runs.c.key).select_from(links.join(runs, runs.c.id == links.c.upstream_run_id))
-        .where(links.c.run_id == run_id, links.c.name == name)
+        select(runs.c.id, runs.c.key)
+        .select_from(upstream_links.join(runs, runs.c.id == upstream_links.c.upstream_run_id))
+        .where(upstream_links.c.run_id == run_id, upstream_links.c.name == name)
     ).first()
     return (row.id, row.key) if row else None
 
@@ -284,7 +284,7 @@ def claim(engine: Engine, candidate_ids: Sequence[int], worker: Worker, lease: t
                         runs.c.attempts, runs.c.checkpoint_step)
         ).one()
         conn.execute(
-            insert_for(conn, Attempt.__table__).on_conflict_do_nothing(),
+            insert_for(conn, attempts).on_conflict_do_nothing(),
             {"run_id": claimed.id, "attempt": claimed.attempts, "worker_id": worker.id, "host": worker.host,
              "pid": worker.pid, "started_at": now, "status": RunStatus.running,
              "resumed_from_step": claimed.checkpoint_step},
@@ -332,7 +332,7 @@ def finish(conn: Connection, run_id: int, worker: Worker, status: RunStatus, *,
 def _end_attempt(conn: Connection, run_id: int, status: RunStatus, now: datetime) -> None:
     latest = select(func.max(Attempt.attempt)).where(Attempt.run_id == run_id).scalar_subquery()
     conn.execute(
-        update(Attempt.__table__).where(Attempt.run_id == run_id, Attempt.attempt == latest)
+        update(attempts).where(Attempt.run_id == run_id, Attempt.attempt == latest)
         .values(status=status, ended_at=now)
     )
 

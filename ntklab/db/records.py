@@ -8,10 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, select
 
 from ntklab.db.dialect import insert_for
-from ntklab.db.models import Artifact, Metric, MetricSummary
-
-metrics = Metric.__table__
-summaries = MetricSummary.__table__
+from ntklab.db.tables import artifacts, metrics, summaries
 
 
 @dataclass(frozen=True)
@@ -131,11 +128,10 @@ def _rebuild_summaries(conn: Connection, run_id: int, names: list[str] | None) -
 
 def record_artifact(conn: Connection, run_id: int, name: str, path: str, kind: str, size: int, sha256: str,
                     meta: Mapping[str, Any] | None, now) -> None:
-    table = Artifact.__table__
-    stmt = insert_for(conn, table).values(run_id=run_id, name=name, path=path, kind=kind, bytes=size,
-                                          sha256=sha256, created_at=now, **{"metadata": dict(meta or {})})
+    stmt = insert_for(conn, artifacts).values(run_id=run_id, name=name, path=path, kind=kind, bytes=size,
+                                              sha256=sha256, created_at=now, **{"metadata": dict(meta or {})})
     conn.execute(stmt.on_conflict_do_update(
-        index_elements=[table.c.run_id, table.c.name],
+        index_elements=[artifacts.c.run_id, artifacts.c.name],
         set_={"path": path, "kind": kind, "bytes": size, "sha256": sha256, "metadata": dict(meta or {}),
               "created_at": now},
     ))
@@ -144,5 +140,5 @@ def record_artifact(conn: Connection, run_id: int, name: str, path: str, kind: s
 def clear_results(conn: Connection, run_ids: Sequence[int]) -> None:
     """Forget metrics, summaries and artifact rows of runs that will start again from scratch.
     The attempt history is kept."""
-    for table in (metrics, summaries, Artifact.__table__):
+    for table in (metrics, summaries, artifacts):
         conn.execute(delete(table).where(table.c.run_id.in_(run_ids)))

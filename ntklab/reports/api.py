@@ -27,26 +27,15 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from ntklab.db.models import (
-    Experiment,
-    ExperimentRun,
-    Metric,
-    MetricSummary,
-    Param,
-    Run,
     RunStatus,
 )
+from ntklab.db.tables import experiments, memberships, metrics, params, runs, summaries
 from ntklab.errors import DatabaseError, UsageError
 from ntklab.reports.figures import FigureData, figure_data, resolve_figure
 from ntklab.reports.runs import _param_value
 
 CHUNK = 500
 
-runs = Run.__table__
-params = Param.__table__
-metrics = Metric.__table__
-summaries = MetricSummary.__table__
-memberships = ExperimentRun.__table__
-experiments = Experiment.__table__
 
 
 def open_database(db: str | None = None, home: str | Path | None = None) -> Engine:

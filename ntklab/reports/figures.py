@@ -40,14 +40,9 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Integer, case, column, func, literal, select, values
 
 from ntklab.db.models import (
-    Experiment,
-    ExperimentRun,
-    Metric,
-    MetricSummary,
-    Param,
-    Run,
     RunStatus,
 )
+from ntklab.db.tables import experiments, memberships, metrics, params, runs, summaries
 from ntklab.errors import SpecError, UsageError
 from ntklab.reports.filters import (
     RUN_COLUMNS,
@@ -69,12 +64,6 @@ MISSING_ORDER = ("pending", "running", "interrupted", "failed", "diverged", "no 
 STEP = "step"
 GROUP = "group"
 
-runs = Run.__table__
-params = Param.__table__
-summaries = MetricSummary.__table__
-metrics = Metric.__table__
-memberships = ExperimentRun.__table__
-experiments = Experiment.__table__
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,16 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, ColumnElement, Text, and_, cast, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Text, and_, cast, false, func, not_, or_, select, true
 
-from ntklab.db.models import Experiment, ExperimentRun, MetricSummary, Param, Run, RunStatus
+from ntklab.db.models import RunStatus
+from ntklab.db.tables import experiments, memberships, params, runs, summaries
 from ntklab.errors import UsageError
-
-runs = Run.__table__
-params = Param.__table__
-summaries = MetricSummary.__table__
-memberships = ExperimentRun.__table__
-experiments = Experiment.__table__
 
 RUN_COLUMNS = {
     "status": runs.c.status,

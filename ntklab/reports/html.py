@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ntklab.db.models import Experiment, ExperimentRun, Run, RunStatus
+from ntklab.db.models import RunStatus
+from ntklab.db.tables import experiments, memberships, runs
 from ntklab.errors import UsageError
 from ntklab.reports.figures import FigureData, FigureProblem, experiment_figures
 from ntklab.reports.overview import experiment_status
@@ -34,9 +35,6 @@ MAX_PROVENANCE_VALUES = 6
 TRACEBACK_CHARS = 4000
 STATUSES = [s.value for s in RunStatus]
 
-runs = Run.__table__
-memberships = ExperimentRun.__table__
-experiments = Experiment.__table__
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;

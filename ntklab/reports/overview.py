@@ -6,10 +6,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ntklab.db.models import Artifact, Attempt, Experiment, ExperimentRun, MetricSummary, Run, RunStatus
+from ntklab.db import tables
+from ntklab.db.models import Artifact, Attempt, MetricSummary, RunStatus
+from ntklab.db.tables import experiments, memberships, runs
 from ntklab.errors import UsageError
-
-runs = Run.__table__
 
 
 @dataclass(frozen=True)
@@ -21,19 +21,16 @@ class GroupStatus:
 
 
 def _joined():
-    membership = ExperimentRun.__table__
-    return membership.join(Experiment.__table__).join(runs, runs.c.id == membership.c.run_id)
+    return memberships.join(experiments).join(runs, runs.c.id == memberships.c.run_id)
 
 
 def experiment_status(conn: Connection, experiment: str | None) -> list[GroupStatus]:
     """Counts by status per experiment and group, with the progress of running runs."""
-    membership = ExperimentRun.__table__
-    experiments = Experiment.__table__
     query = (
-        select(experiments.c.name, membership.c.group_name, runs.c.status, func.count())
+        select(experiments.c.name, memberships.c.group_name, runs.c.status, func.count())
         .select_from(_joined())
-        .group_by(experiments.c.name, membership.c.group_name, runs.c.status)
-        .order_by(experiments.c.name, membership.c.group_name)
+        .group_by(experiments.c.name, memberships.c.group_name, runs.c.status)
+        .order_by(experiments.c.name, memberships.c.group_name)
     )
     if experiment is not None:
         ensure_experiment(conn, experiment)
@@ -43,7 +40,7 @@ def experiment_status(conn: Connection, experiment: str | None) -> list[GroupSta
         counts[(name, group)][RunStatus(status).value] = count
     running: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     live = (
-        select(experiments.c.name, membership.c.group_name, runs.c.key, runs.c.progress_step, runs.c.progress_total,
+        select(experiments.c.name, memberships.c.group_name, runs.c.key, runs.c.progress_step, runs.c.progress_total,
                runs.c.worker_id, runs.c.heartbeat_at)
         .select_from(_joined())
         .where(runs.c.status == RunStatus.running)
@@ -59,7 +56,6 @@ def experiment_status(conn: Connection, experiment: str | None) -> list[GroupSta
 
 
 def ensure_experiment(conn: Connection, name: str) -> None:
-    experiments = Experiment.__table__
     if conn.execute(select(experiments.c.id).where(experiments.c.name == name)).first() is None:
         known = list(conn.execute(select(experiments.c.name).order_by(experiments.c.name)).scalars())
         raise UsageError(f"no experiment named {name!r}; known: {', '.join(known) or 'none yet'}")
@@ -82,20 +78,18 @@ def resolve_run(conn: Connection, prefix: str) -> int:
 def run_record(conn: Connection, run_id: int) -> dict[str, Any]:
     """Everything recorded about one run."""
     row = conn.execute(select(runs).where(runs.c.id == run_id)).one()._mapping
-    membership = ExperimentRun.__table__
-    experiments = Experiment.__table__
     groups = conn.execute(
-        select(experiments.c.name, membership.c.group_name).select_from(membership.join(experiments))
-        .where(membership.c.run_id == run_id)
+        select(experiments.c.name, memberships.c.group_name).select_from(memberships.join(experiments))
+        .where(memberships.c.run_id == run_id)
     ).all()
     summaries = conn.execute(
-        select(MetricSummary.__table__).where(MetricSummary.run_id == run_id).order_by(MetricSummary.name)
+        select(tables.summaries).where(MetricSummary.run_id == run_id).order_by(MetricSummary.name)
     ).all()
     artifacts = conn.execute(
-        select(Artifact.__table__).where(Artifact.run_id == run_id).order_by(Artifact.name)
+        select(tables.artifacts).where(Artifact.run_id == run_id).order_by(Artifact.name)
     ).all()
     attempts = conn.execute(
-        select(Attempt.__table__).where(Attempt.run_id == run_id).order_by(Attempt.attempt)
+        select(tables.attempts).where(Attempt.run_id == run_id).order_by(Attempt.attempt)
     ).all()
     record = {k: (v.value if isinstance(v, RunStatus) else v) for k, v in row.items()}
     record["memberships"] = [{"experiment": e, "group": g} for e, g in groups]

@@ -25,7 +25,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Text, cast, func, select
 
-from ntklab.db.models import Experiment, ExperimentRun, MetricSummary, Param, Run, RunStatus
+from ntklab.db.models import RunStatus
+from ntklab.db.tables import experiments, memberships, params, runs, summaries
 from ntklab.errors import UsageError
 from ntklab.reports.filters import (
     MEMBERSHIP_ATTRIBUTES,
@@ -48,11 +49,6 @@ MAX_METRICS = 4
 PREFERRED_METRICS = ("test_accuracy", "test_loss", "train_loss", "train_accuracy")
 LARGEST_EXACT_INTEGER = 2**53
 
-runs = Run.__table__
-params = Param.__table__
-summaries = MetricSummary.__table__
-memberships = ExperimentRun.__table__
-experiments = Experiment.__table__
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, update
 
 from ntklab.db.connection import reading, writing
-from ntklab.db.models import Run, RunStatus
+from ntklab.db.models import RunStatus
 from ntklab.db.queue import (
     ClaimedRun,
     PlanRow,
@@ -31,6 +31,7 @@ from ntklab.db.queue import (
     waiting_on_others,
 )
 from ntklab.db.records import truncate_after
+from ntklab.db.tables import runs
 from ntklab.runner.context import LeaseLost, LiveRunContext, StopFlag, read_checkpoint
 from ntklab.runner.heartbeat import Heartbeat
 from ntklab.runner.progress import Reporter
@@ -214,6 +215,6 @@ def _record(engine: Engine, claimed: ClaimedRun, worker: Worker, status: RunStat
         held = finish(conn, claimed.id, worker, status, error_type=error_type, error_message=message,
                       traceback=trace, progress=ctx.latest_progress)
         if held:
-            conn.execute(update(Run.__table__).where(Run.__table__.c.id == claimed.id)
+            conn.execute(update(runs).where(runs.c.id == claimed.id)
                          .values(provenance=collect(plan.file)))
     return held

@@ -1,0 +1,23 @@
+"""The Core tables behind the ORM models, for the queries that select columns rather than objects."""
+
+from ntklab.db.models import (
+    Artifact,
+    Attempt,
+    Experiment,
+    ExperimentRun,
+    Metric,
+    MetricSummary,
+    Param,
+    Run,
+    RunUpstream,
+)
+
+runs = Run.__table__
+experiments = Experiment.__table__
+memberships = ExperimentRun.__table__
+params = Param.__table__
+metrics = Metric.__table__
+summaries = MetricSummary.__table__
+artifacts = Artifact.__table__
+upstream_links = RunUpstream.__table__
+attempts = Attempt.__table__
