@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntklab.engine.kernels import kernel_block
 from ntklab.engine.layers import Conv2d, Dense
 
 Implementation = Literal["auto", "jacobian", "ntvp", "structured"]
@@ -168,15 +169,7 @@ class EmpiricalNTK:
 
     def __call__(self, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
         """The kernel between two arrays of any length, in batches (x2=None: between x1 and itself)."""
-        same = x2 is None
-        x2 = x1 if same else x2
-        b = self.batch_size
-        f2s = [self.features(x2[s : s + b]) for s in range(0, len(x2), b)]
-        rows = []
-        for s in range(0, len(x1), b):
-            f1 = f2s[s // b] if same else self.features(x1[s : s + b])
-            rows.append(np.concatenate([self.block(f1, f2) for f2 in f2s], axis=1))
-        return np.concatenate(rows, axis=0)
+        return kernel_block(self, x1, x2)
 
     def feature_bytes(self) -> int:
         """Bytes held by the features of one batch (for caching decisions)."""
@@ -411,7 +404,24 @@ def _contract(a: jax.Array, b: jax.Array, m: int, trace: bool) -> jax.Array:
     return a.reshape(n1 * m, -1) @ b.reshape(n2 * m, -1).T
 
 
-class _JacobianContraction:
+class _CompiledKernel:
+    """What every implementation provides: its compiled feature and block functions and the memory
+    the features of one batch take."""
+
+    def __init__(self, features, block, feature_bytes: int):
+        self._features, self._block, self._bytes = features, block, feature_bytes
+
+    def features(self, x):
+        return self._features(x)
+
+    def block(self, f1, f2):
+        return self._block(f1, f2)
+
+    def feature_bytes(self):
+        return self._bytes
+
+
+class _JacobianContraction(_CompiledKernel):
     def __init__(self, params, static, structure, m, trace, batch_size):
         self.m, self.trace, self.batch_size = m, trace, batch_size
 
@@ -425,21 +435,11 @@ class _JacobianContraction:
         def block(f1, f2):
             return sum(_contract(a, b, m, trace) for a, b in zip(f1, f2))
 
-        self._features = _jit(features)
-        self._block = _jit(block)
-        self._bytes = 4 * batch_size * m * parameter_count(params)
-
-    def features(self, x):
-        return self._features(x)
-
-    def block(self, f1, f2):
-        return self._block(f1, f2)
-
-    def feature_bytes(self):
-        return self._bytes
+        super().__init__(_jit(features), _jit(block), 4 * batch_size * m * parameter_count(params))
 
 
-class _NtkVectorProducts:
+
+class _NtkVectorProducts(_CompiledKernel):
     """Θ e_(j,o) = J(X1) (J(x_j)ᵀ e_o): one VJP and one JVP per block column; the features of a
     batch are the batch itself."""
 
@@ -464,20 +464,10 @@ class _NtkVectorProducts:
                 return jnp.einsum("jonp->nj", cols * jnp.eye(m, dtype=cols.dtype)[None, :, None, :])
             return jnp.transpose(cols, (2, 3, 0, 1)).reshape(n1 * m, n2 * m)
 
-        self._block = _jit(block)
-        self._bytes = 0
-
-    def features(self, x):
-        return x
-
-    def block(self, f1, f2):
-        return self._block(f1, f2)
-
-    def feature_bytes(self):
-        return self._bytes
+        super().__init__(lambda x: x, _jit(block), 0)  # the features of a batch are the batch
 
 
-class _Structured:
+class _Structured(_CompiledKernel):
     def __init__(self, params, static, structure: _Structure, m, trace, batch_size):
         self.m, self.trace = m, trace
         self.structure = structure
@@ -535,19 +525,10 @@ class _Structured:
                 total = part if total is None else total + part
             return total
 
-        self._features = _jit(features)
-        self._block = _jit(block)
-        self._bytes = int(sum(_rule_cost(layer, layer.rule, m, batch_size, trace)[1] for layer in layers)
-                          + 4 * batch_size * m * structure.rest_count)
+        feature_bytes = int(sum(_rule_cost(layer, layer.rule, m, batch_size, trace)[1] for layer in layers)
+                            + 4 * batch_size * m * structure.rest_count)
+        super().__init__(_jit(features), _jit(block), feature_bytes)
 
-    def features(self, x):
-        return self._features(x)
-
-    def block(self, f1, f2):
-        return self._block(f1, f2)
-
-    def feature_bytes(self):
-        return self._bytes
 
 
 def _patches(layer: _Layer, a: jax.Array) -> jax.Array:
