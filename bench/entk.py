@@ -20,10 +20,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import timed
 
 BENCH = Path(__file__).resolve().parent
 NT_PYTHON = BENCH / ".venv-nt" / "bin" / "python"
@@ -41,18 +41,6 @@ def workload(name: str):
     if name == "mlp":
         return MLPModel(arch="mlp", depth=2, width=512, parameterization="ntk", w_std=1.0, b_std=0.1), (32, 32, 3), 32, 512
     raise SystemExit(f"unknown workload {name}")
-
-
-def timed(fn, repeats: int) -> tuple[float, float, object]:
-    start = time.perf_counter()
-    result = fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return first, min(times), result
 
 
 def run_ntklab(name: str, impls: list[str], repeats: int, workdir: Path) -> tuple[list[dict], Path]:

@@ -24,10 +24,10 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import timed
 
 BENCH = Path(__file__).resolve().parent
 NT_PYTHON = BENCH / ".venv-nt" / "bin" / "python"
@@ -81,15 +81,8 @@ def run_ntklab(name: str, x: np.ndarray, dtype: str, repeats: int, tile: int | N
     def compute():
         return analytic_kernel(plan, x, which=("nngp", "ntk"), dtype=dtype, tile=tile)
 
-    start = time.perf_counter()
-    k = compute()
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        k = compute()
-        times.append(time.perf_counter() - start)
-    return {"compile_s": compile_s, "seconds": min(times), "nngp": k["nngp"], "ntk": k["ntk"]}
+    compile_s, seconds, k = timed(compute, repeats)
+    return {"compile_s": compile_s, "seconds": seconds, "nngp": k["nngp"], "ntk": k["ntk"]}
 
 
 def main() -> None:
