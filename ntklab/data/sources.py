@@ -41,7 +41,7 @@ from ntklab.data.transforms import (
     grayscale,
     normalize_images,
     standardize_channels,
-    stratified_subsample,
+    subsample_splits,
     to_rgb32,
 )
 
@@ -134,12 +134,9 @@ class DigitsSource:
             stratify=digits.target,
             random_state=config.split_seed,
         )
-        if config.n_train is not None:
-            keep = stratified_subsample(y_train, config.n_train, config.split_seed)
-            x_train, y_train = x_train[keep], y_train[keep]
-        if config.n_test is not None:
-            keep = stratified_subsample(y_test, config.n_test, config.split_seed)
-            x_test, y_test = x_test[keep], y_test[keep]
+        (x_train, y_train), (x_test, y_test) = subsample_splits(
+            (x_train, y_train), (x_test, y_test), config.n_train, config.n_test, config.split_seed
+        )
         if config.standardize:
             x_train, x_test = standardize_channels(x_train, x_test)
         x_train, x_test = apply_noise(config.noise, x_train, x_test)
@@ -243,12 +240,9 @@ class FileImageSource:
                 _two_classes(x, y, negative, positive) for x, y in ((x_train, y_train), (x_test, y_test))
             )
             num_classes = 2
-        if config.n_train is not None:
-            keep = stratified_subsample(y_train, config.n_train, config.subsample_seed)
-            x_train, y_train = x_train[keep], y_train[keep]
-        if config.n_test is not None:
-            keep = stratified_subsample(y_test, config.n_test, config.subsample_seed)
-            x_test, y_test = x_test[keep], y_test[keep]
+        (x_train, y_train), (x_test, y_test) = subsample_splits(
+            (x_train, y_train), (x_test, y_test), config.n_train, config.n_test, config.subsample_seed
+        )
         if getattr(config, "rgb32", False):
             x_train, x_test = to_rgb32(x_train), to_rgb32(x_test)
         x_train, x_test = x_train / 255.0, x_test / 255.0

@@ -35,6 +35,20 @@ def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
+def subsample_splits(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                     n_train: int | None, n_test: int | None, seed: int):
+    """Stratified subsamples (stratified_subsample) of the train and test splits, each (x, y); a
+    split whose size is None is kept whole."""
+
+    def keep(split, n):
+        if n is None:
+            return split
+        chosen = stratified_subsample(split[1], n, seed)
+        return split[0][chosen], split[1][chosen]
+
+    return keep(train, n_train), keep(test, n_test)
+
+
 def standardize_channels(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shift and scale each channel (last axis) to zero mean and unit variance on the training set."""
     axes = tuple(range(x_train.ndim - 1))

@@ -4,7 +4,8 @@ from pydantic import TypeAdapter
 from sklearn.svm import LinearSVC
 
 from ntklab.data.config import DataConfig
-from ntklab.data.sources import load_dataset, stratified_subsample
+from ntklab.data.sources import load_dataset
+from ntklab.data.transforms import stratified_subsample
 
 parse_data = TypeAdapter(DataConfig).validate_python
 
