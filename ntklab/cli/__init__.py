@@ -1,0 +1,11 @@
+"""The `ntklab` command line: parse, call the layers below, print. Nothing else lives here.
+
+One module per family of commands, each registering its commands on `app` (ntklab/cli/common.py)."""
+
+# Imported in the order `ntklab --help` lists the commands; importing a module registers its commands.
+from ntklab.cli import runs, results, database, data  # noqa: F401,I001
+from ntklab.cli.common import app
+
+
+def main() -> None:
+    app()

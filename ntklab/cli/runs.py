@@ -1,0 +1,92 @@
+"""`ntklab run` and `ntklab plan`: expand a spec into runs, show them, execute them."""
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, HomeOption, SetOption, SpecGroupOption, app,
+                               err, open_home_engine, out, reported, sqlite_file_missing)
+
+
+@app.command()
+@reported
+def run(
+    spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")],
+    set_: SetOption = None,
+    db: DbOption = None,
+    home: HomeOption = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed and diverged runs again")] = False,
+    force: Annotated[bool, typer.Option("--force", help="run every run again from scratch, done ones too")] = False,
+    lease_seconds: Annotated[float, typer.Option(help="a run whose worker is silent this long is reclaimed")] = 60.0,
+    group: SpecGroupOption = None,
+) -> None:
+    """Expand SPEC into runs and execute those not done yet; interrupted runs resume."""
+    from ntklab.db.models import RunStatus
+    from ntklab.runner.execute import ExecuteOptions, execute
+    from ntklab.runner.plan import plan_groups
+    from ntklab.runner.progress import make_reporter
+    from ntklab.spec.load import check_inputs, load_spec, select_groups
+
+    plan = select_groups(load_spec(spec, set_ or []), group or [])
+    check_inputs(plan)
+    engine, store = open_home_engine(db, home, create=True)
+    options = ExecuteOptions(retry_failed=retry_failed, force=force, lease=timedelta(seconds=lease_seconds))
+    result = execute(engine, store, plan, options, make_reporter(err))
+    _print_plan(plan, plan_groups(engine, plan), title=f"{plan.name}: runs by status")
+    failures = [o for o in result.outcomes if o.status in ("failed", "diverged", "lost")]
+    for outcome in failures:
+        err.print(f"[red]{outcome.status}[/red] {outcome.key[:12]} ({outcome.group}): {outcome.note}", highlight=False)
+    if result.count(RunStatus.running):
+        err.print(f"{result.count(RunStatus.running)} runs are held by other workers", style="dim")
+    if result.stopped_by:
+        err.print(f"stopped by {result.stopped_by}; run the same command again to resume")
+        raise typer.Exit(SIGNAL_EXIT.get(result.stopped_by, EXIT_FAILED_RUNS))
+    failed = result.count(RunStatus.failed)
+    if failed:
+        earlier = failed - sum(o.status == "failed" for o in result.outcomes)
+        if earlier:
+            err.print(f"{earlier} runs failed earlier or are blocked by a failed upstream run; "
+                      "--retry-failed runs them again")
+        raise typer.Exit(EXIT_FAILED_RUNS)
+
+
+def _print_plan(plan, groups, title: str) -> None:
+    from ntklab.runner.plan import COLUMNS
+    from ntklab.tabular import emit
+
+    rows = [[g.group, g.task] + [g.counts.get(c, 0) for c in COLUMNS] + [g.total] for g in groups]
+    totals = ["all", ""] + [sum(g.counts.get(c, 0) for g in groups) for c in COLUMNS] + [sum(g.total for g in groups)]
+    emit(["group", "task", *COLUMNS, "total"], rows + [totals], "table", out, title=title)
+
+
+@app.command()
+@reported
+def plan(
+    spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")],
+    set_: SetOption = None,
+    db: DbOption = None,
+    home: HomeOption = None,
+    show: Annotated[bool, typer.Option("--show", help="list every run with the params that vary")] = False,
+    group: SpecGroupOption = None,
+) -> None:
+    """Show the runs SPEC expands into and which of them are new, done, failed or running."""
+    from ntklab.runner.plan import existing_statuses, plan_groups
+    from ntklab.spec.flatten import flatten
+    from ntklab.spec.load import load_spec, select_groups
+    from ntklab.tabular import emit
+
+    loaded = select_groups(load_spec(spec, set_ or []), group or [])
+    engine = None if sqlite_file_missing(db, home) else open_home_engine(db, home, create=False)[0]
+    _print_plan(loaded, plan_groups(engine, loaded), title=f"{loaded.name}: {len(loaded.runs)} runs")
+    if loaded.duplicates:
+        err.print(f"{loaded.duplicates} sweep points repeat a config of their group and are counted once")
+    if show:
+        known = existing_statuses(engine, loaded)
+        flat = [flatten(r.config_json) for r in loaded.runs]
+        varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k)) for g in flat}) > 1})
+        rows = [[r.key[:12], r.group, known.get(r.key, "new")] + [f.get(k) for k in varying]
+                for r, f in zip(loaded.runs, flat)]
+        emit(["key", "group", "status", *varying], rows, "table", out)
