@@ -1,6 +1,6 @@
 """Empirical NTK benchmark: ntklab against neural-tangents 0.6.5 and torch.func, same invocation.
 
-Workloads (research/perf.md, W1 and W2):
+Workloads:
   lenet  LeNet-5 (SAME padding, average pooling), 128 CIFAR-shaped inputs, full 10x10 blocks
   mlp    MLP 3072-512-512-10, 32 inputs, full 10x10 blocks
 

@@ -1,4 +1,4 @@
-"""Streaming a blocked empirical NTK to disk (research/perf.md, W3), with a kill and a resume.
+"""Streaming a blocked empirical NTK to disk, with a kill and a resume.
 
 LeNet-5 (SAME padding, average pooling, NTK parameterization) on 600 CIFAR-shaped inputs, full
 10x10 output blocks: a 6000 x 6000 K(train, train), upper block triangle, float32 zarr chunks of

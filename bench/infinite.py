@@ -1,6 +1,6 @@
 """Infinite-width kernels: ntklab's analytic NNGP/NTK against neural-tangents 0.6.5, same invocation.
 
-Workloads (research/perf.md, W4): the NNGP and NTK (NTK parameterization, w_std 1.414, b_std 0.1)
+Workloads: the NNGP and NTK (NTK parameterization, w_std 1.414, b_std 0.1)
 of N inputs with themselves:
 
   fc3, fc5, fc10   ReLU MLPs of depth 3/5/10 on 2000 inputs of dimension 3072

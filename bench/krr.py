@@ -1,4 +1,4 @@
-"""KRR over a regularization sweep (research/perf.md, W5): ntklab's sweep against a per-λ
+"""KRR over a regularization sweep: ntklab's sweep against a per-λ
 Cholesky loop, in the same process, one after the other (and interleaved over repeats).
 
 n = 4000 training points, float64, 10 outputs, 50 λ in 10^linspace(-6, 1, 50), m = 1000 test

@@ -3,7 +3,7 @@ plain network, for ntklab's nested forward-mode expansion and two peers, on this
 
     python bench/taylor.py [--rounds 5] [--repeats 20] [--only mlp|cnn] [--skip-nt]
 
-Workloads (research/perf.md, W6):
+Workloads:
   mlp: MLP 784-512-512-10 with erf, batch 256 (neural-tangents' taylor_expand: 7.2x forward at
        order 4 on this machine; the FLOP-minimal cost is about 4.8x);
   cnn: Bai et al.'s CNN (4 VALID 3x3 convolutions of 128 channels, ReLU, global average pooling)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create bench/.venv-nt: neural-tangents 0.6.5 in the environment it still works in
-# (research/perf.md, section 0): Python 3.11, jax/jaxlib 0.4.25, numpy<2, scipy<1.13,
+# Python 3.11, jax/jaxlib 0.4.25, numpy<2, scipy<1.13,
 # ml_dtypes<0.5, and neural-tangents installed without its dependencies (tensorflow etc.).
 # `neural_tangents.experimental` imports tensorflow: peers stub it before importing
 # neural_tangents (see bench/peers/nt_import.py). Used by the benchmarks only; git-ignored.

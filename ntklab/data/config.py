@@ -22,7 +22,7 @@ AUGMENT_DESCRIPTION = (
 
 
 class HighFrequencyNoise(StrictModel):
-    """Ghorbani et al.'s high-frequency noise, added (research/seeds.md 1.3): each image is centred,
+    """Ghorbani et al.'s high-frequency noise, added: each image is centred,
     Gaussian noise on the DCT coefficients within `radius` of the highest-frequency corner is scaled
     to tau times the norm of the image's DCT and added, and the result is rescaled to norm sqrt(d).
     At tau = 0: centring and normalization only."""
@@ -39,7 +39,7 @@ class HighFrequencyNoise(StrictModel):
 
 
 class LowFrequencyNoise(StrictModel):
-    """Ghorbani et al.'s low-frequency noise, replacing (research/seeds.md 1.3): the top-left
+    """Ghorbani et al.'s low-frequency noise, replacing: the top-left
     threshold x threshold block of each channel's DCT is replaced by a draw from a Gaussian with the
     mean and covariance of the training images' DCT coefficients. No renormalization afterwards."""
 

@@ -1,4 +1,4 @@
-"""Ghorbani et al. 2020's input perturbations in the 2-D orthonormal DCT-II domain (research/seeds.md 1.3).
+"""Ghorbani et al. 2020's input perturbations in the 2-D orthonormal DCT-II domain.
 
 Images are NHWC; the DCT runs over the two spatial axes of each channel with norm='ortho' (a DCT
 along the rows, then along the columns, as the seed code does), so it is an orthogonal map.

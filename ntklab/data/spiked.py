@@ -1,4 +1,4 @@
-"""Ghorbani et al. 2020's synthetic spiked-covariates data (research/seeds.md 1.3, SYNTH).
+"""Ghorbani et al. 2020's synthetic spiked-covariates data.
 
 x ~ N(0, I_d), then its first d0 = floor(d^eta) coordinates are rescaled to norm
 r = d^((eta + kappa) / 2) and the other d - d0 to norm sqrt(d). The target is

@@ -1,4 +1,4 @@
-"""Tables. Names and columns are a contract (DESIGN.md, Database); change them only by migration."""
+"""Tables. Names and columns are a contract; change them only by migration."""
 
 import enum
 from datetime import datetime

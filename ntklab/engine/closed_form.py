@@ -1,4 +1,4 @@
-"""The closed-form kernels of Ghorbani et al. 2020 (research/seeds.md, section 1.6), in numpy float64.
+"""The closed-form kernels of Ghorbani et al. 2020, in numpy float64.
 
 With u = <x, z> / (|x| |z|) clipped to [-1, 1] (0 where either input is zero):
 
