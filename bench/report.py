@@ -37,7 +37,7 @@ from ntklab.db.queue import PlanRow, enqueue, sync_experiment
 from ntklab.db.schema import ensure_schema
 from ntklab.reports.figures import figure_data, resolve_figure
 from ntklab.reports.html import render_report
-from ntklab.spec.flatten import flatten
+from ntklab.flatten import flatten
 
 EXPERIMENT = "bench_report"
 SPEC = """\

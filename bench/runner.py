@@ -26,6 +26,7 @@ from ntklab.runner.plan import plan_groups
 from ntklab.runner.progress import PlainReporter
 from ntklab.spec.load import load_spec
 from ntklab.store import Home
+from ntklab.tasks import registry
 
 SWEEP_SPEC = """\
 name: bench_plan
@@ -66,10 +67,10 @@ def bench_plan(work: Path, runs: int) -> list[tuple]:
     spec.write_text(SWEEP_SPEC.format(seeds=list(range(runs // 100))))
     engine = open_engine(f"sqlite:///{work / 'plan.db'}")
     ensure_schema(engine)
-    seconds_load, plan = timed(lambda: load_spec(spec))
+    seconds_load, plan = timed(lambda: load_spec(spec, tasks=registry))
     seconds_fresh, _ = timed(lambda: plan_groups(engine, plan))
     enqueue_plan(engine, plan, ExecuteOptions(), Home(work))
-    seconds_known, _ = timed(lambda: plan_groups(engine, load_spec(spec)))
+    seconds_known, _ = timed(lambda: plan_groups(engine, load_spec(spec, tasks=registry)))
     cli = [sys.executable, "-m", "ntklab", "plan", str(spec), "--db", f"sqlite:///{work / 'plan.db'}"]
     seconds_cli, _ = timed(lambda: subprocess.run(cli, check=True, capture_output=True))
     return [
@@ -85,7 +86,7 @@ def bench_noop(work: Path, runs: int) -> list[tuple]:
     spec.write_text(NOOP_SPEC.format(seeds=list(range(runs))))
     engine = open_engine(f"sqlite:///{work / 'noop.db'}")
     ensure_schema(engine)
-    plan = load_spec(spec)
+    plan = load_spec(spec, tasks=registry)
     devnull = open("/dev/null", "w")
     seconds, result = timed(lambda: execute(engine, Home(work), plan, ExecuteOptions(), PlainReporter(devnull)))
     assert len(result.outcomes) == runs and all(o.status == "done" for o in result.outcomes)
@@ -111,7 +112,7 @@ def bench_query(work: Path, runs: int, steps: int) -> list[tuple]:
     url = f"sqlite:///{work / 'query.db'}"
     engine = open_engine(url)
     ensure_schema(engine)
-    ids = enqueue_plan(engine, load_spec(spec), ExecuteOptions(), Home(work))
+    ids = enqueue_plan(engine, load_spec(spec, tasks=registry), ExecuteOptions(), Home(work))
     seconds_fill, _ = timed(lambda: populate_metrics(engine, sorted(ids.values()), steps))
     with reading(engine) as conn:
         rows = conn.execute(select(func.count()).select_from(Metric)).scalar_one()

@@ -28,6 +28,7 @@ from ntklab.reports.figures import FigureRef, figure_data
 from ntklab.reports.html import render_report
 from ntklab.spec.load import load_spec
 from ntklab.spec.models import Figure
+from ntklab.tasks import registry
 
 QUICKSTART = SPECS / "quickstart.yaml"
 # Two epochs (44 steps), evaluated every 14 steps and at the end.
@@ -116,7 +117,7 @@ def png_pixels(data: bytes) -> np.ndarray:
 def test_report_of_the_quickstart_is_one_self_contained_file(report, quickstart):
     page = report.read_text(encoding="utf-8")
     parser = parse(page)
-    figures = load_spec(QUICKSTART).figures
+    figures = load_spec(QUICKSTART, tasks=registry).figures
     assert [i for i in parser.images if not i["src"].startswith("data:image/png;base64,")] == []
     assert len(parser.images) == len(figures) == 3
     for image in parser.images:

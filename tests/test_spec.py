@@ -1,14 +1,17 @@
 """Spec expansion and run identity."""
 
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
 from ntklab.errors import SpecError
 from ntklab.configbase import StrictModel, non_semantic
-from ntklab.spec.identity import run_key, semantic_dict
+from ntklab.identity import run_key, semantic_dict
 from ntklab.spec.load import load_spec
 from ntklab.spec.yaml_source import parse_yaml
+from ntklab.tasks import registry
 
 BASE = """
 name: t
@@ -34,7 +37,7 @@ sweep:
   grid: {seed: [0, 1, 2], model.width: [8, 16]}
   zip: {train.optimizer.lr: [0.1, 0.2], train.batch_size: [16, 32]}
 """
-    plan = load_spec(write(tmp_path, spec))
+    plan = load_spec(write(tmp_path, spec), tasks=registry)
     assert len(plan.runs) == 3 * 2 * 2
     pairs = {(r.config_json["train"]["optimizer"]["lr"], r.config_json["train"]["batch_size"]) for r in plan.runs}
     assert pairs == {(0.1, 16), (0.2, 32)}
@@ -49,7 +52,7 @@ sweep:
     - model.width: 32
       sweep: {grid: {seed: [5, 6]}}
 """
-    plan = load_spec(write(tmp_path, spec))
+    plan = load_spec(write(tmp_path, spec), tasks=registry)
     models = [(r.config_json["model"]["arch"], r.config_json["seed"]) for r in plan.runs]
     assert models == [("cnn", 0), ("mlp", 5), ("mlp", 6)]
     cnn = plan.runs[0].config_json["model"]
@@ -64,13 +67,14 @@ def test_top_level_sweep_applies_to_every_group_and_group_sweeps_multiply(tmp_pa
     sweep: {grid: {model.channels: [4, 8]}}
 sweep: {grid: {seed: [0, 1]}}
 """
-    plan = load_spec(write(tmp_path, spec))
+    plan = load_spec(write(tmp_path, spec), tasks=registry)
     assert [r.group for r in plan.runs].count("a") == 2
     assert [r.group for r in plan.runs].count("b") == 4
 
 
 def test_overrides_apply_last_and_parse_yaml_scalars(tmp_path):
-    plan = load_spec(write(tmp_path, BASE), ["train.epochs=3", "train.optimizer.lr=1e-3", "model.width=64"])
+    plan = load_spec(write(tmp_path, BASE), ["train.epochs=3", "train.optimizer.lr=1e-3", "model.width=64"],
+                     tasks=registry)
     config = plan.runs[0].config_json
     assert config["train"]["epochs"] == 3
     assert config["train"]["optimizer"]["lr"] == pytest.approx(1e-3)
@@ -79,16 +83,16 @@ def test_overrides_apply_last_and_parse_yaml_scalars(tmp_path):
 
 def test_identity_ignores_non_semantic_keys_but_not_semantic_ones(tmp_path):
     path = write(tmp_path, BASE)
-    base = load_spec(path).runs[0].key
-    assert load_spec(path, ["train.checkpoint_every_steps=7"]).runs[0].key == base
-    assert load_spec(path, ["train.epochs=2"]).runs[0].key != base
+    base = load_spec(path, tasks=registry).runs[0].key
+    assert load_spec(path, ["train.checkpoint_every_steps=7"], tasks=registry).runs[0].key == base
+    assert load_spec(path, ["train.epochs=2"], tasks=registry).runs[0].key != base
 
 
 def test_identity_is_insensitive_to_spelling_of_equal_values(tmp_path):
     """1e-1, 0.1 and defaults written out explicitly all give the same run."""
-    a = load_spec(write(tmp_path, BASE, "a.yaml")).runs[0].key
+    a = load_spec(write(tmp_path, BASE, "a.yaml"), tasks=registry).runs[0].key
     spelled = BASE.replace("lr: 0.1", "lr: 1e-1").replace("width: 8", "width: 8, depth: 2, activation: relu")
-    assert load_spec(write(tmp_path, spelled, "b.yaml")).runs[0].key == a
+    assert load_spec(write(tmp_path, spelled, "b.yaml"), tasks=registry).runs[0].key == a
 
 
 class _Inner(StrictModel):
@@ -111,7 +115,8 @@ def test_identity_scheme_is_stable():
 
 
 def test_duplicate_sweep_points_collapse(tmp_path):
-    plan = load_spec(write(tmp_path, BASE + "sweep: {grid: {train.checkpoint_every_steps: [10, 20]}}\n"))
+    spec = BASE + "sweep: {grid: {train.checkpoint_every_steps: [10, 20]}}\n"
+    plan = load_spec(write(tmp_path, spec), tasks=registry)
     assert len(plan.runs) == 1 and plan.duplicates == 1
 
 
@@ -121,3 +126,11 @@ def test_yaml_lines_and_1_2_floats():
     assert doc.line_of(("a", "c", 1)) == 3
     with pytest.raises(SpecError, match="duplicate key"):
         parse_yaml("a: 1\na: 2\n", "f.yaml")
+
+
+def test_the_spec_layer_imports_no_task_and_no_engine():
+    """load_spec takes the task registry from its caller, so loading a spec's modules pulls in
+    neither the tasks nor JAX; identity and flattening sit beside it for data and db to use."""
+    code = ("import sys, ntklab.spec.load, ntklab.identity, ntklab.flatten; "
+            "print(sorted(m for m in sys.modules if m.startswith(('ntklab.tasks', 'ntklab.engine', 'jax'))))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -145,8 +145,9 @@ def report(
     figures = spec_text = spec_file = None
     if spec_path.is_file():
         from ntklab.spec.load import load_spec
+        from ntklab.tasks import registry
 
-        plan = load_spec(spec_path)
+        plan = load_spec(spec_path, tasks=registry)
         name, figures, spec_text, spec_file = plan.name, plan.figures, plan.text, str(spec_path)
     elif target.endswith((".yaml", ".yml")) or "/" in target:
         raise UsageError(f"no spec file {target!r} (give a spec file or the name of an experiment)")

@@ -29,9 +29,10 @@ def run(
     from ntklab.runner.plan import plan_groups
     from ntklab.runner.progress import make_reporter
     from ntklab.spec.load import check_inputs, load_spec, select_groups
+    from ntklab.tasks import registry
 
-    plan = select_groups(load_spec(spec, set_ or []), group or [])
-    check_inputs(plan)
+    plan = select_groups(load_spec(spec, set_ or [], tasks=registry), group or [])
+    check_inputs(plan, registry)
     engine, store = open_home_engine(db, home, create=True)
     options = ExecuteOptions(retry_failed=retry_failed, force=force, lease=timedelta(seconds=lease_seconds))
     result = execute(engine, store, plan, options, make_reporter(err))
@@ -74,11 +75,12 @@ def plan(
 ) -> None:
     """Show the runs SPEC expands into and which of them are new, done, failed or running."""
     from ntklab.runner.plan import existing_statuses, plan_groups
-    from ntklab.spec.flatten import flatten
+    from ntklab.flatten import flatten
     from ntklab.spec.load import load_spec, select_groups
     from ntklab.tabular import emit
+    from ntklab.tasks import registry
 
-    loaded = select_groups(load_spec(spec, set_ or []), group or [])
+    loaded = select_groups(load_spec(spec, set_ or [], tasks=registry), group or [])
     engine = None if sqlite_file_missing(db, home) else open_home_engine(db, home, create=False)[0]
     _print_plan(loaded, plan_groups(engine, loaded), title=f"{loaded.name}: {len(loaded.runs)} runs")
     if loaded.duplicates:

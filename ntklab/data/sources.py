@@ -44,6 +44,7 @@ from ntklab.data.transforms import (
     subsample_splits,
     to_rgb32,
 )
+from ntklab.identity import canonical_json, semantic_dict
 
 CACHE_NAMESPACE = "datasets"
 PIPELINE_VERSION = 1
@@ -279,8 +280,6 @@ SOURCES: Mapping[str, DataSource] = {
 def dataset_key(config: DataConfig) -> str:
     """The cache key of the arrays `config` produces: a hash of its semantic fields, without the
     data root and the training-time augmentation, which do not change them."""
-    from ntklab.spec.identity import canonical_json, semantic_dict
-
     fields = {k: v for k, v in semantic_dict(config).items() if k != "augment"}
     payload = f"ntklab-dataset/v{PIPELINE_VERSION}\n{canonical_json(fields)}"
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -21,8 +21,8 @@ from ntklab.db.dialect import insert_for
 from ntklab.db.models import Attempt, Param, RunStatus
 from ntklab.db.records import clear_results
 from ntklab.db.tables import attempts, experiments, memberships, runs, upstream_links
-from ntklab.spec.flatten import flatten
-from ntklab.spec.identity import HASH_VERSION
+from ntklab.flatten import flatten
+from ntklab.identity import HASH_VERSION
 
 CHUNK = 500
 CLAIMABLE = (RunStatus.pending, RunStatus.interrupted)

@@ -23,7 +23,7 @@ from ntklab.errors import UsageError
 from ntklab.reports.figures import FigureData, FigureProblem, experiment_figures
 from ntklab.reports.overview import experiment_status
 from ntklab.reports.runs import list_runs
-from ntklab.spec.flatten import flatten
+from ntklab.flatten import flatten
 from ntklab.spec.models import Figure
 from ntklab.tabular import cell_text
 

@@ -1,7 +1,9 @@
 """Load a spec file: parse, validate, expand sweeps, validate every run, compute identities.
 
-Nothing here touches the database. Every problem is reported with the file, the line, the
-dotted field path and what was expected, and all problems are gathered before raising.
+Nothing here touches the database or imports a task: the caller passes the task registry
+(`ntklab.tasks.registry`), so the spec layer stays below the tasks. Every problem is reported
+with the file, the line, the dotted field path and what was expected, and all problems are
+gathered before raising.
 """
 
 import dataclasses
@@ -11,21 +13,32 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Any
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ntklab.errors import Problem, SpecError
-from ntklab.spec.identity import run_key
+from ntklab.identity import run_key
 from ntklab.spec.models import NAME_PATTERN, Figure, SpecFile
 from ntklab.spec.sweep import Point, expand_sweep, mapping_assignments, split_key
 from ntklab.spec.tree import DISCRIMINATORS, ConfigTree, Source
 from ntklab.spec.yaml_source import SourcedYaml, parse_scalar, parse_yaml
-from ntklab.tasks.registry import RUN_CONFIG, input_problems, task_fields, upstream_configs
 
 MAX_PROBLEMS = 25
 FIGURE_AXES = ("x", "series", "facet")
 FIGURE_BUILTINS = frozenset({"step", "group", "seed"})
+
+
+class TaskRegistry(Protocol):
+    """What loading needs to know of the tasks; the module `ntklab.tasks.registry` is one."""
+
+    RUN_CONFIG: TypeAdapter
+
+    def task_fields(self, task: str) -> frozenset[str] | None: ...
+
+    def upstream_configs(self, config: BaseModel) -> dict[str, BaseModel]: ...
+
+    def input_problems(self, config: BaseModel) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ def parse_override(text: str) -> Override:
     return Override(split_key(key), parse_scalar(value), text)
 
 
-def load_spec(path: str | FilePath, overrides: Sequence[str] = ()) -> ExperimentPlan:
+def load_spec(path: str | FilePath, overrides: Sequence[str] = (), *, tasks: TaskRegistry) -> ExperimentPlan:
     file = str(path)
     try:
         text = FilePath(path).read_text(encoding="utf-8")
@@ -80,7 +93,7 @@ def load_spec(path: str | FilePath, overrides: Sequence[str] = ()) -> Experiment
     except ValidationError as err:
         raise SpecError(_problems_at(err, doc, ())) from None
     parsed_overrides = [parse_override(o) for o in overrides]
-    runs, duplicates = _expand(spec, doc, parsed_overrides)
+    runs, duplicates = _expand(spec, doc, parsed_overrides, tasks)
     _check_figures(spec, doc, runs)
     return ExperimentPlan(
         name=spec.name,
@@ -116,10 +129,11 @@ def select_groups(plan: ExperimentPlan, groups: Sequence[str]) -> ExperimentPlan
     return dataclasses.replace(plan, runs=[r for r in plan.runs if r.key in needed])
 
 
-def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override]) -> tuple[list[PlannedRun], int]:
+def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override],
+            tasks: TaskRegistry) -> tuple[list[PlannedRun], int]:
     problems: list[Problem] = []
     group_tasks = {g: body.get("task") for g, body in spec.groups.items()}
-    accepted = {g: task_fields(t) if isinstance(t, str) else None for g, t in group_tasks.items()}
+    accepted = {g: tasks.task_fields(t) if isinstance(t, str) else None for g, t in group_tasks.items()}
     _check_shared_keys(spec, doc, accepted, overrides, problems)
     top_points = expand_sweep(spec.sweep, ("sweep",), doc)
     runs: list[PlannedRun] = []
@@ -148,14 +162,14 @@ def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override]) -> tupl
                 if fields is None or o.key[0] in fields:
                     tree.assign(o.key, o.value, f"--set {o.text}")
             try:
-                config = RUN_CONFIG.validate_python(tree.value)
+                config = tasks.RUN_CONFIG.validate_python(tree.value)
             except ValidationError as err:
                 problems.extend(_run_problems(err, doc, tree, group))
                 if len(problems) >= MAX_PROBLEMS * 4:
                     break
                 continue
             before = len(seen)
-            _add_run(config, group, runs, seen, planned)
+            _add_run(config, group, runs, seen, planned, tasks)
             duplicates += len(seen) == before
     if problems:
         raise SpecError(_dedupe(problems))
@@ -163,14 +177,14 @@ def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override]) -> tupl
 
 
 def _add_run(config: BaseModel, group: str, runs: list[PlannedRun], seen: set[tuple[str, str]],
-             planned: set[str]) -> None:
+             planned: set[str], tasks: TaskRegistry) -> None:
     """Plan `config` in `group` after the runs it needs (in groups `<group>.<name>`, unless they
     are planned already), so the plan lists every run after its upstream runs."""
     upstream = []
-    for name, needed in upstream_configs(config).items():
+    for name, needed in tasks.upstream_configs(config).items():
         needed_key = run_key(needed)
         if needed_key not in planned:
-            _add_run(needed, f"{group}.{name}", runs, seen, planned)
+            _add_run(needed, f"{group}.{name}", runs, seen, planned, tasks)
         upstream.append((name, needed_key))
     dumped = config.model_dump(mode="json")
     key = run_key(config, dumped)
@@ -266,12 +280,12 @@ def _run_problems(err: ValidationError, doc: SourcedYaml, tree: ConfigTree, grou
     return problems
 
 
-def check_inputs(plan: ExperimentPlan) -> None:
+def check_inputs(plan: ExperimentPlan, tasks: TaskRegistry) -> None:
     """Refuse a plan whose runs need inputs that are missing or corrupt (dataset files), before
     anything runs or is recorded."""
     problems: list[str] = []
     for run in plan.runs:
-        problems.extend(p for p in input_problems(run.config) if p not in problems)
+        problems.extend(p for p in tasks.input_problems(run.config) if p not in problems)
     if problems:
         raise SpecError([Problem(plan.file, None, "", p) for p in problems])
 

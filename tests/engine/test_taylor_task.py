@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from ntklab.engine import training
-from ntklab.spec.identity import run_key
+from ntklab.identity import run_key
 from ntklab.spec.load import load_spec
+from ntklab.tasks import registry
 from ntklab.tasks.context import RunInterrupted
 from ntklab.tasks.train import TrainRunConfig, run
 
@@ -101,7 +102,7 @@ def orders(tmp_path_factory):
 
     spec = tmp_path_factory.mktemp("spec") / "orders.yaml"
     spec.write_text(SPEC)
-    planned = {run.config.train.expansion_order: run.config for run in load_spec(spec).runs}
+    planned = {run.config.train.expansion_order: run.config for run in load_spec(spec, tasks=registry).runs}
     assert sorted(planned) == [0, 1, 2, 3, 4], "the expansions' `full` upstream is the order-0 run itself"
     assert all(planned[k] == config(k) for k in planned)
 
