@@ -12,6 +12,7 @@ from ntklab.db.queue import PlanRow, enqueue, sync_experiment
 from ntklab.db.records import MetricPoint, write_metrics
 from ntklab.db.schema import ensure_schema
 from ntklab.errors import UsageError
+from ntklab.reports import records
 from ntklab.reports import runs as listing
 from ntklab.reports.filters import FilterError, MetricField, ParamField, Vocabulary, field_label, parse_field
 from ntklab.reports.runs import list_runs
@@ -186,5 +187,5 @@ def test_queries_do_not_grow_with_the_runs(engine):
 
 def test_chunked_fetches_give_the_same_table(engine, monkeypatch):
     whole = listed(engine)
-    monkeypatch.setattr(listing, "CHUNK", 2)
+    monkeypatch.setattr(records, "CHUNK", 2)
     assert listed(engine) == whole

@@ -83,7 +83,8 @@ def query(
 def _query_paper(figure: str | None, paper: bool, experiment: str | None, format_: OutputFormat, db, home,
                  others: bool) -> None:
     from ntklab.db.connection import reading
-    from ntklab.reports.figures import figure_data, missing_text, resolve_figure, stored_figures
+    from ntklab.reports.aggregation import missing_text
+    from ntklab.reports.figures import figure_data, resolve_figure, stored_figures
     from ntklab.tabular import emit
 
     if not paper:

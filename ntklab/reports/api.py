@@ -14,10 +14,9 @@ DataFrames when pandas is installed (it is not a dependency of ntklab).
 
 Records are plain dicts of JSON-like values (timestamps as datetime); a run's `key` links them.
 Data is read once when the experiment is loaded (runs, params, summaries); metric series are read
-when first asked for, in chunks of run ids, never one query per run.
+when first asked for, in chunks of run ids, never one query per run (reports/records.py).
 """
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -29,12 +28,10 @@ from sqlalchemy import Engine, select
 from ntklab.db.models import (
     RunStatus,
 )
-from ntklab.db.tables import experiments, memberships, metrics, params, runs, summaries
+from ntklab.db.tables import experiments, metrics, runs
 from ntklab.errors import DatabaseError, UsageError
 from ntklab.reports.figures import FigureData, figure_data, resolve_figure
-from ntklab.reports.runs import _param_value
-
-CHUNK = 500
+from ntklab.reports.records import chunks, member_rows, run_params, summary_rows
 
 
 
@@ -78,9 +75,9 @@ class ExperimentData:
         key_of = {i: k for k, i in self._ids.items()}
         found: list[dict[str, Any]] = []
         with reading(self.engine) as conn:
-            for start in range(0, len(ids), CHUNK):
+            for chunk in chunks(ids):
                 query = (select(metrics.c.run_id, metrics.c.name, metrics.c.step, metrics.c.value, metrics.c.wall_time)
-                         .where(metrics.c.run_id.in_(ids[start:start + CHUNK]))
+                         .where(metrics.c.run_id.in_(chunk))
                          .order_by(metrics.c.run_id, metrics.c.name, metrics.c.step))
                 if names is not None:
                     query = query.where(metrics.c.name.in_(list(names)))
@@ -129,14 +126,11 @@ def load_experiment(name: str, db: str | None = None, home: str | Path | None = 
         if record is None:
             known = list(conn.execute(select(experiments.c.name).order_by(experiments.c.name)).scalars())
             raise UsageError(f"no experiment named {name!r}; known: {', '.join(known) or 'none yet'}")
-        query = (select(runs.c.id, runs.c.key, memberships.c.group_name, runs.c.task, runs.c.status, runs.c.attempts,
-                        runs.c.created_at, runs.c.started_at, runs.c.finished_at, runs.c.error_type,
-                        runs.c.error_message)
-                 .select_from(memberships.join(runs, runs.c.id == memberships.c.run_id))
-                 .where(memberships.c.experiment_id == record.id)
-                 .order_by(runs.c.id, memberships.c.group_name))
+        rows = member_rows(conn, record.id, runs.c.key, runs.c.task, runs.c.status, runs.c.attempts,
+                           runs.c.created_at, runs.c.started_at, runs.c.finished_at, runs.c.error_type,
+                           runs.c.error_message)
         by_id: dict[int, dict[str, Any]] = {}
-        for row in conn.execute(query):
+        for row in rows:
             if row.id in by_id:
                 by_id[row.id]["group"] += f", {row.group_name}"
                 continue
@@ -148,22 +142,10 @@ def load_experiment(name: str, db: str | None = None, home: str | Path | None = 
                              "finished_at": row.finished_at, "duration_s": duration,
                              "error_type": row.error_type, "error_message": row.error_message}
         ids = sorted(by_id)
-        flat: dict[int, dict[str, Any]] = defaultdict(dict)
-        stats: list[dict[str, Any]] = []
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start:start + CHUNK]
-            rows = conn.execute(select(params.c.run_id, params.c.key, params.c.value_num, params.c.value_str,
-                                       params.c.value_bool, params.c.value_json)
-                                .where(params.c.run_id.in_(chunk)).order_by(params.c.run_id, params.c.key))
-            for run_id, key, number, text, flag, as_json in rows:
-                value = _param_value(number, text, flag, None)
-                flat[run_id][key] = as_json if value is None else value
-            rows = conn.execute(select(summaries).where(summaries.c.run_id.in_(chunk))
-                                .order_by(summaries.c.run_id, summaries.c.name))
-            for row in rows:
-                stats.append({"key": by_id[row.run_id]["key"], "name": row.name, "last": row.last,
-                              "last_step": row.last_step, "min": row.min, "min_step": row.min_step,
-                              "max": row.max, "max_step": row.max_step})
+        flat = run_params(conn, ids)
+        stats = [{"key": by_id[row.run_id]["key"], "name": row.name, "last": row.last, "last_step": row.last_step,
+                  "min": row.min, "min_step": row.min_step, "max": row.max, "max_step": row.max_step}
+                 for row in summary_rows(conn, ids).values()]
     return ExperimentData(
         name=record.name, description=record.description, spec_text=record.spec_text,
         runs=[by_id[i] for i in ids],

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ntklab.reports.figures import Axis, FigureData, Point
+from ntklab.reports.aggregation import Point
+from ntklab.reports.axes import Axis
+from ntklab.reports.figures import FigureData
 
 DPI = 110
 PANEL_SIZE = (4.2, 2.9)  # inches, the axes alone

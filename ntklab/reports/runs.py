@@ -11,22 +11,21 @@ A run can belong to several groups (and experiments). The listing still has one 
 when none is chosen) among the requested groups, if any; `experiment` joins its experiments.
 
 Values come in batches, never one query per run: one query selects the runs, then for each chunk
-of CHUNK run ids one query each fetches memberships, the params of the shown keys and the
+of run ids (reports/records.py) one query each fetches memberships, the params of the shown keys and the
 summaries of the shown metrics (and, to choose the default columns, grouped counts of params and
 metric names).
 """
 
-import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Text, cast, func, select
+from sqlalchemy import Connection, Row, func, select
 
 from ntklab.db.models import RunStatus
-from ntklab.db.tables import experiments, memberships, params, runs, summaries
+from ntklab.db.tables import experiments, memberships, runs, summaries
 from ntklab.errors import UsageError
 from ntklab.reports.filters import (
     MEMBERSHIP_ATTRIBUTES,
@@ -42,12 +41,11 @@ from ntklab.reports.filters import (
     parse_status,
 )
 from ntklab.reports.overview import ensure_experiment
+from ntklab.reports.records import chunks, differing_params, param_values, summary_rows
 
-CHUNK = 500
 MAX_PARAMS = 8
 MAX_METRICS = 4
 PREFERRED_METRICS = ("test_accuracy", "test_loss", "train_loss", "train_accuracy")
-LARGEST_EXACT_INTEGER = 2**53
 
 
 
@@ -123,44 +121,21 @@ def _selection(conn: Connection, experiment_id: int | None, groups: Sequence[str
     return query
 
 
-def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
-    for start in range(0, len(ids), CHUNK):
-        yield ids[start : start + CHUNK]
-
-
 def _default_fields(conn: Connection, ids: Sequence[int], with_experiment: bool) -> list[Field]:
     fields: list[Field] = [RunField("key")]
     if with_experiment:
         fields.append(RunField("experiment"))
     fields += [RunField("group"), RunField("status")]
-    fields += [ParamField(k) for k in _differing_params(conn, ids)[:MAX_PARAMS]]
+    fields += [ParamField(k) for k in differing_params(conn, ids)[:MAX_PARAMS]]
     fields += [MetricField(n) for n in _common_metrics(conn, ids)[:MAX_METRICS]]
     return fields
-
-
-def _differing_params(conn: Connection, ids: Sequence[int]) -> list[str]:
-    """Keys that some listed run lacks or that take more than one value, sorted.
-
-    Distinct (key, value) pairs are counted in the database per chunk, so only the few distinct
-    values of a sweep travel, not every run's params.
-    """
-    as_text = cast(params.c.value_json, Text)
-    values: dict[str, set[tuple]] = defaultdict(set)
-    present: Counter[str] = Counter()
-    for chunk in _chunks(ids):
-        columns = (params.c.key, params.c.value_num, params.c.value_str, params.c.value_bool, as_text)
-        query = select(*columns, func.count()).where(params.c.run_id.in_(chunk)).group_by(*columns)
-        for key, number, text, flag, json_text, count in conn.execute(query):
-            values[key].add((number, text, flag, json_text or "null"))
-            present[key] += count
-    return sorted(k for k in values if len(values[k]) > 1 or present[k] < len(ids))
 
 
 def _common_metrics(conn: Connection, ids: Sequence[int]) -> list[str]:
     """Metrics that every listed run with any metric has, the preferred ones first."""
     counts: Counter[str] = Counter()
     with_metrics = 0
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         in_chunk = summaries.c.run_id.in_(chunk)
         by_name = select(summaries.c.name, func.count()).where(in_chunk).group_by(summaries.c.name)
         counts.update({name: count for name, count in conn.execute(by_name)})
@@ -182,8 +157,8 @@ class _Cells:
         keys = sorted({f.key for f in fields if isinstance(f, ParamField)})
         metrics = sorted({f.name for f in fields if isinstance(f, MetricField)})
         self.memberships = _memberships(conn, ids, experiment_id, groups) if names & set(MEMBERSHIP_ATTRIBUTES) else {}
-        self.params = _param_values(conn, ids, keys) if keys else {}
-        self.summaries = _summary_rows(conn, ids, metrics) if metrics else {}
+        self.params = param_values(conn, ids, keys) if keys else {}
+        self.summaries = summary_rows(conn, ids, metrics) if metrics else {}
 
     def value(self, field: Field, run: Row) -> Any:
         if isinstance(field, ParamField):
@@ -199,7 +174,7 @@ class _Cells:
 def _memberships(conn: Connection, ids: Sequence[int], experiment_id: int | None,
                  groups: Sequence[str]) -> dict[int, dict[str, set[str]]]:
     found: dict[int, dict[str, set[str]]] = defaultdict(lambda: {"group": set(), "experiment": set()})
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         query = (select(memberships.c.run_id, memberships.c.group_name, experiments.c.name)
                  .join(experiments, experiments.c.id == memberships.c.experiment_id)
                  .where(memberships.c.run_id.in_(chunk)))
@@ -210,39 +185,6 @@ def _memberships(conn: Connection, ids: Sequence[int], experiment_id: int | None
         for run_id, group, experiment in conn.execute(query):
             found[run_id]["group"].add(group)
             found[run_id]["experiment"].add(experiment)
-    return found
-
-
-def _param_values(conn: Connection, ids: Sequence[int], keys: Sequence[str]) -> dict[tuple[int, str], Any]:
-    """JSON values come as text and are decoded only for the params that hold one (lists)."""
-    found: dict[tuple[int, str], Any] = {}
-    columns = (params.c.run_id, params.c.key, params.c.value_num, params.c.value_str, params.c.value_bool,
-               cast(params.c.value_json, Text))
-    for chunk in _chunks(ids):
-        query = select(*columns).where(params.c.run_id.in_(chunk), params.c.key.in_(keys))
-        for run_id, key, number, text, flag, json_text in conn.execute(query).all():
-            found[(run_id, key)] = _param_value(number, text, flag, json_text)
-    return found
-
-
-def _param_value(number: float | None, text: str | None, flag: bool | None, json_text: str | None) -> Any:
-    """Params store numbers as doubles; whole ones come back as integers (widths, seeds, steps)."""
-    if number is not None:
-        return int(number) if number.is_integer() and abs(number) < LARGEST_EXACT_INTEGER else number
-    if text is not None:
-        return text
-    if flag is not None:
-        return flag
-    return json.loads(json_text) if json_text is not None else None
-
-
-def _summary_rows(conn: Connection, ids: Sequence[int], names: Sequence[str]) -> dict[tuple[int, str], Row]:
-    found: dict[tuple[int, str], Row] = {}
-    for chunk in _chunks(ids):
-        query = (select(summaries.c.run_id, summaries.c.name, summaries.c.last, summaries.c.min, summaries.c.max)
-                 .where(summaries.c.run_id.in_(chunk), summaries.c.name.in_(names)))
-        for row in conn.execute(query).all():
-            found[(row.run_id, row.name)] = row
     return found
 
 
