@@ -11,14 +11,15 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from ntklab.errors import DatabaseError, SpecError, UsageError
+from ntklab.redaction import RedactingStream, redact
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Declarative experiments on neural tangent kernels, recorded in a database.")
 db_app = typer.Typer(no_args_is_help=True, help="Database administration.")
 app.add_typer(db_app, name="db")
 
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+out = Console(file=RedactingStream("stdout"), soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(file=RedactingStream("stderr"), width=None if sys.stderr.isatty() else 200)
 
 EXIT_FAILED_RUNS = 1
 EXIT_USAGE = 2
@@ -45,8 +46,6 @@ def reported(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from ntklab.db.connection import redact
-
         try:
             return command(*args, **kwargs)
         except SpecError as error:
@@ -62,8 +61,8 @@ def reported(command):
             raise typer.Exit(EXIT_DATABASE) from None
         except SQLAlchemyError as error:
             url = getattr(error, "url", None)
-            detail = str(getattr(error, "orig", None) or error).splitlines()[0]
-            err.print(f"[red]database error[/red] {detail}" + (f" ({redact(url)})" if url else ""), highlight=False)
+            detail = redact(str(getattr(error, "orig", None) or error).splitlines()[0])
+            err.print(f"[red]database error[/red] {detail}" + (f" ({redact(str(url))})" if url else ""), highlight=False)
             raise typer.Exit(EXIT_DATABASE) from None
 
     return wrapper

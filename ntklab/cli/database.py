@@ -7,8 +7,8 @@ from ntklab.cli.common import DbOption, HomeOption, db_app, open_home_engine, ou
 @reported
 def db_upgrade(db: DbOption = None, home: HomeOption = None) -> None:
     """Create or migrate the database schema to this version of ntklab."""
-    from ntklab.db.connection import redact
     from ntklab.db.schema import upgrade
+    from ntklab.redaction import redact
 
     engine, _ = open_home_engine(db, home, create=False)
     before, after = upgrade(engine)

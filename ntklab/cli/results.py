@@ -1,6 +1,5 @@
 """The read commands: `status`, `query`, `report`, `show`, `logs`."""
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -226,8 +225,8 @@ def logs(
         record = run_record(conn, resolve_run(conn, run_key))
     path = store.log_path(record["key"])
     if path.exists():
-        sys.stdout.write(path.read_text(encoding="utf-8"))
+        out.file.write(path.read_text(encoding="utf-8"))
     elif record["traceback"]:
-        sys.stdout.write(record["traceback"])
+        out.file.write(record["traceback"])
     else:
         raise UsageError(f"run {record['key'][:12]} has no log in {store.root} (it may have run with another home)")

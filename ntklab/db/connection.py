@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ntklab.errors import DatabaseError
+from ntklab.redaction import redact, remember_secrets
 
 BUSY_TIMEOUT_MS = 60_000
 _BEGIN_OPTION = "ntklab_sqlite_begin"
@@ -25,6 +26,7 @@ def resolve_url(db: str | None, home: Path) -> str:
     url = db or os.environ.get("NTKLAB_DB")
     if not url:
         return f"sqlite:///{home / 'ntklab.db'}"
+    remember_secrets(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -34,14 +36,6 @@ def resolve_url(db: str | None, home: Path) -> str:
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
     return parsed.render_as_string(hide_password=False)
-
-
-def redact(url: str) -> str:
-    """The URL with its password masked, for every message and record."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
 
 
 def _configure_sqlite(engine: Engine) -> None:

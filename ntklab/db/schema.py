@@ -13,8 +13,8 @@ from filelock import FileLock
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
-from ntklab.db.connection import redact
 from ntklab.errors import DatabaseError
+from ntklab.redaction import redact
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK_ID = 0x6E746B6C  # "ntkl"
@@ -75,7 +75,8 @@ def _revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return current_revision(conn)
     except OperationalError as err:
-        raise DatabaseError(f"cannot open the database {redact(str(engine.url.render_as_string(False)))}: {err.orig}") from None
+        raise DatabaseError(f"cannot open the database {redact(engine.url.render_as_string(False))}: "
+                            f"{redact(str(err.orig))}") from None
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:

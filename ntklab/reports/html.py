@@ -20,10 +20,11 @@ from sqlalchemy import Connection, select
 from ntklab.db.models import RunStatus
 from ntklab.db.tables import experiments, memberships, runs
 from ntklab.errors import UsageError
+from ntklab.flatten import flatten
+from ntklab.redaction import redact
 from ntklab.reports.figures import FigureData, FigureProblem, experiment_figures
 from ntklab.reports.overview import experiment_status
 from ntklab.reports.runs import list_runs
-from ntklab.flatten import flatten
 from ntklab.spec.models import Figure
 from ntklab.tabular import cell_text
 
@@ -270,9 +271,9 @@ def _failures_section(conn: Connection, experiment_id: int) -> str:
         status = RunStatus(row.status).value
         out.append(f'<h3><code>{_e(row.key[:12])}</code> ({_e(row.group_name)}): '
                    f'<span class="status-{_e(status)}">{_e(status)}</span></h3>')
-        out.append(f'<p class="error">{_e(row.error_type or status)}: {_e(row.error_message or "")}</p>')
+        out.append(f'<p class="error">{_e(row.error_type or status)}: {_e(redact(row.error_message or ""))}</p>')
         if row.traceback:
-            text = row.traceback[-TRACEBACK_CHARS:]
+            text = redact(row.traceback[-TRACEBACK_CHARS:])
             out.append(f"<details><summary>traceback (attempt {_e(row.attempts)})</summary><pre>{_e(text)}</pre></details>")
     return "\n".join(out)
 
@@ -293,7 +294,8 @@ def _provenance_section(conn: Connection, experiment_id: int) -> str:
             continue
         recorded += 1
         for key, value in flatten(provenance).items():
-            values[key][json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else cell_text(value, missing="–")] += 1
+            shown = json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else cell_text(value, missing="–")
+            values[key][redact(shown)] += 1
     out = ['<h2 id="provenance">Provenance</h2>']
     if not recorded:
         out.append('<p class="muted">No run has started yet, so there is no provenance.</p>')

@@ -32,6 +32,7 @@ from ntklab.db.queue import (
 )
 from ntklab.db.records import truncate_after
 from ntklab.db.tables import runs
+from ntklab.redaction import redact
 from ntklab.runner.context import LeaseLost, LiveRunContext, StopFlag, read_checkpoint
 from ntklab.runner.heartbeat import Heartbeat
 from ntklab.runner.progress import Reporter
@@ -186,7 +187,7 @@ def _execute_one(engine: Engine, home: Home, planned: PlannedRun, claimed: Claim
         raise
     except Exception as exc:
         status, note = RunStatus.failed, f"{type(exc).__name__}: {exc}"
-        error = (type(exc).__name__, str(exc), tb.format_exc()[-TRACEBACK_LIMIT:])
+        error = (type(exc).__name__, redact(str(exc)), redact(tb.format_exc()[-TRACEBACK_LIMIT:]))
         log.write(error[2])
         _flush_quietly(ctx, log)
     if status == RunStatus.done:

@@ -5,6 +5,8 @@ Lines are appended across attempts, so the log of a resumed run tells its whole 
 import time
 from pathlib import Path
 
+from ntklab.redaction import redact
+
 
 class RunLog:
     def __init__(self, path: Path):
@@ -13,7 +15,7 @@ class RunLog:
 
     def write(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-        for line in message.rstrip("\n").splitlines() or [""]:
+        for line in redact(message).rstrip("\n").splitlines() or [""]:
             self._handle.write(f"{stamp} {line}\n")
         self._handle.flush()
 
