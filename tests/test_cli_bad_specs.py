@@ -50,6 +50,15 @@ BAD_SPECS = [
      "strictly increasing"),
     ("figure_unknown_axis", GOOD + "figures:\n  f: {x: train.lrr, y: test_accuracy}\n", 10, "figures.f.x"),
     ("bad_group_name", GOOD.replace("  a:", "  9a:"), 6, "group names"),
+    ("alias_bomb", PROBE + "".join(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}' if i else 'v'] * 9)}]\n" for i in range(9)),
+     4, "more than 200,000 values"),
+    ("nested_too_deep", PROBE.replace("steps: 3}", "steps: 3, seed: " + "[" * 150 + "]" * 150 + "}"), 3,
+     "nested deeper than 100 levels"),
+    ("merge_of_a_scalar", PROBE.replace("  p: {", "  q: {<<: 3, task: probe}\n  p: {"), 3,
+     "merge key (<<) takes a mapping"),
+    ("merged_bad_value", PROBE.replace("  p: {task: probe, steps: 3}", "  p: &p {task: probe, steps: 0}\n  q: {<<: *p}"),
+     3, "steps"),
+    ("not_utf8", PROBE.encode() + b"# caf\xe9\n", 4, "not UTF-8"),
     ("bad_image_shape", GOOD.replace("dataset: digits", "dataset: synthetic, dim: 10, image_shape: [2, 2, 2]"), 3,
      "image_shape"),
 ]
@@ -72,7 +81,7 @@ def dump(home) -> list[str]:
 @pytest.mark.parametrize("name,text,line,fragment", BAD_SPECS, ids=[b[0] for b in BAD_SPECS])
 def test_bad_spec_is_rejected_with_line_and_field(recorded_home, name, text, line, fragment):
     spec = recorded_home / f"{name}.yaml"
-    spec.write_text(text)
+    spec.write_bytes(text if isinstance(text, bytes) else text.encode())
     before = dump(recorded_home)
     result = ntklab("run", spec.name, home=recorded_home)
     assert result.returncode == 2, result.stderr
@@ -91,6 +100,28 @@ def test_bad_override_is_rejected(recorded_home):
     result = ntklab("run", "good.yaml", "--set", "novalue", home=recorded_home)
     assert result.returncode == 2 and "KEY=VALUE" in result.stderr
     assert dump(recorded_home) == before
+
+
+def test_merge_keys_share_a_block_and_the_mapping_overrides_it(recorded_home):
+    (recorded_home / "merged.yaml").write_text("""\
+name: merged
+groups:
+  a: &base {task: probe, steps: 3, seed: 1}
+  b: {<<: *base, seed: 2}
+  c:
+    <<: [{steps: 9, seed: 7}, *base]
+    steps: 4
+""")
+    result = ntklab("plan", "merged.yaml", "--show", home=recorded_home, check=True)
+    cells = [[c.strip() for c in line.split("│")] for line in result.stdout.splitlines()]
+    rows = {c[2]: c[4:6] for c in cells if len(c) == 7 and c[3] == "new"}
+    assert rows == {"a": ["1", "3"], "b": ["2", "3"], "c": ["7", "4"]}, result.stdout
+
+
+def test_oversized_spec_is_refused_before_it_is_parsed(recorded_home):
+    (recorded_home / "huge.yaml").write_text(PROBE + "# " + "x" * (1 << 20) + "\n")
+    result = ntklab("plan", "huge.yaml", home=recorded_home, timeout=60)
+    assert result.returncode == 2 and "at most 1,048,576 are read" in result.stderr, result.stderr
 
 
 def test_missing_spec_file(recorded_home):

@@ -25,6 +25,7 @@ from ntklab.spec.tree import DISCRIMINATORS, ConfigTree, Source
 from ntklab.spec.yaml_source import SourcedYaml, parse_scalar, parse_yaml
 
 MAX_PROBLEMS = 25
+MAX_SPEC_BYTES = 1 << 20
 FIGURE_AXES = ("x", "series", "facet")
 FIGURE_BUILTINS = frozenset({"step", "group", "seed"})
 
@@ -76,15 +77,22 @@ def parse_override(text: str) -> Override:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise SpecError([Problem("--set", None, "", f"expected KEY=VALUE with a dotted KEY, got {text!r}")])
-    return Override(split_key(key), parse_scalar(value), text)
+    return Override(split_key(key), parse_scalar(value, f"--set {text}"), text)
 
 
 def load_spec(path: str | FilePath, overrides: Sequence[str] = (), *, tasks: TaskRegistry) -> ExperimentPlan:
     file = str(path)
     try:
+        size = FilePath(path).stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError([Problem(file, None, "", f"the spec is {size:,} bytes; at most {MAX_SPEC_BYTES:,} are read")])
         text = FilePath(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise SpecError([Problem(file, None, "", f"cannot read the spec: {err.strerror or err}")]) from None
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise SpecError([Problem(file, line, "", f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                                 f"{err.start})")]) from None
     doc = parse_yaml(text, file)
     if not isinstance(doc.value, dict):
         raise SpecError([Problem(file, doc.line_of(()), "", "a spec must be a mapping with name, groups, ...")])

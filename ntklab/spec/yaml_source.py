@@ -55,28 +55,80 @@ class SourcedYaml:
         return None
 
 
-def _construct(node: yaml.Node, loader: _Loader, path: Path, lines: dict[Path, int], problems: list[Problem], file: str) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
+MAX_VALUES = 200_000
+"""The most values (mappings, lists and scalars, each alias counted as often as it is expanded) a
+spec may hold: nested aliases (`b: [*a, *a]`, `c: [*b, *b]`, ...) double at every level, and a
+few lines would otherwise take minutes and gigabytes to expand."""
+MAX_DEPTH = 100
+"""The deepest nesting of mappings and lists a spec may have."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Builder:
+    """Turns a composed YAML node tree into Python values, recording the line of every key path,
+    within the MAX_VALUES and MAX_DEPTH limits, with YAML merge keys (`<<: *base`)."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.loader = _Loader("")
+        self.lines: dict[Path, int] = {}
+        self.problems: list[Problem] = []
+        self.values = 0
+
+    def build(self, node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise SpecError([Problem(self.file, node.start_mark.line + 1, _dotted(path),
+                                     f"the spec expands to more than {MAX_VALUES:,} values "
+                                     "(aliases nested in aliases?)")])
+        if len(path) > MAX_DEPTH:
+            raise SpecError([Problem(self.file, node.start_mark.line + 1, _dotted(path),
+                                     f"nested deeper than {MAX_DEPTH} levels")])
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, lines)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,), lines) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path, lines: dict[Path, int]) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
+        merges = []
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
+            key = self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, Hashable) or isinstance(key, (list, dict)):
-                problems.append(Problem(file, key_node.start_mark.line + 1, _dotted(path), "mapping keys must be scalars"))
+                self.problems.append(Problem(self.file, key_node.start_mark.line + 1, _dotted(path),
+                                             "mapping keys must be scalars"))
                 continue
             child = path + (key,)
             if key in result:
-                problems.append(
-                    Problem(file, key_node.start_mark.line + 1, _dotted(child),
-                            f"duplicate key {key!r} (first given on line {lines.get(child)})")
-                )
+                self.problems.append(Problem(self.file, key_node.start_mark.line + 1, _dotted(child),
+                                             f"duplicate key {key!r} (first given on line {lines.get(child)})"))
                 continue
             lines[child] = key_node.start_mark.line + 1
-            result[key] = _construct(value_node, loader, child, lines, problems, file)
+            result[key] = self.build(value_node, child, lines)
+        for merge in merges:
+            self._merge(merge, path, lines, result)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, loader, path + (i,), lines, problems, file) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+
+    def _merge(self, node: yaml.Node, path: Path, lines: dict[Path, int], result: dict[Any, Any]) -> None:
+        """`<<: *base` or `<<: [*a, *b]`: the keys of the merged mappings that the mapping does not
+        set itself (the first merged mapping wins over later ones), with the lines they were written on."""
+        for source in node.value if isinstance(node, yaml.SequenceNode) else [node]:
+            if not isinstance(source, yaml.MappingNode):
+                self.problems.append(Problem(self.file, source.start_mark.line + 1, _dotted(path),
+                                             "a merge key (<<) takes a mapping or a list of mappings"))
+                continue
+            merged_lines: dict[Path, int] = {}
+            for key, value in self._mapping(source, path, merged_lines).items():
+                if key not in result:
+                    result[key] = value
+                    for where, line in merged_lines.items():
+                        if where[:len(path) + 1] == path + (key,):
+                            lines.setdefault(where, line)
 
 
 def _dotted(path: Path) -> str:
@@ -84,31 +136,36 @@ def _dotted(path: Path) -> str:
 
 
 def parse_yaml(text: str, file: str) -> SourcedYaml:
-    """Parse one YAML document; raise SpecError naming the line of a syntax error or duplicate key."""
+    """Parse one YAML document; raise SpecError naming the line of a syntax error, a duplicate key
+    or a limit exceeded."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(err, "problem", None) or str(err)
-        raise SpecError([Problem(file, line, "", f"invalid YAML: {problem}")]) from None
+        raise SpecError([_yaml_problem(err, file)]) from None
+    except RecursionError:
+        raise SpecError([Problem(file, None, "", f"nested deeper than {MAX_DEPTH} levels")]) from None
     finally:
         loader.dispose()
     if node is None:
         return SourcedYaml(None, file)
-    lines: dict[Path, int] = {}
-    problems: list[Problem] = []
+    builder = _Builder(file)
     try:
-        value = _construct(node, _Loader(""), (), lines, problems, file)
+        value = builder.build(node, (), builder.lines)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise SpecError([Problem(file, mark.line + 1 if mark else None, "", f"invalid YAML: {err}")]) from None
-    if problems:
-        raise SpecError(problems)
-    return SourcedYaml(value, file, lines)
+        raise SpecError([_yaml_problem(err, file)]) from None
+    if builder.problems:
+        raise SpecError(builder.problems)
+    return SourcedYaml(value, file, builder.lines)
 
 
-def parse_scalar(text: str) -> Any:
-    """Parse a command-line value (`--set key=value`) with the same YAML 1.2 rules as a spec."""
-    return yaml.load(text, Loader=_Loader) if text.strip() else ""
+def _yaml_problem(err: yaml.YAMLError, file: str) -> Problem:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    return Problem(file, mark.line + 1 if mark is not None else None, "", f"invalid YAML: {problem}")
+
+
+def parse_scalar(text: str, where: str = "--set") -> Any:
+    """Parse a command-line value (`--set key=value`) with the same YAML 1.2 rules and limits as a
+    spec; a value that is not YAML is a SpecError naming `where`."""
+    return parse_yaml(text, where).value if text.strip() else ""
