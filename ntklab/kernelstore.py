@@ -8,7 +8,7 @@ Layout of the directory (zarr format 3):
                                  are written, the others read back as 0 (use `read_train`, which
                                  mirrors the upper triangle)
     test_train/                  (T·r, N·r) array, chunks (B·r, B·r); every chunk
-    y_train/, y_test/            the labels (int32), so a reader needs no dataset
+    y_train/, y_test/            the labels (int32; float32 regression targets), so a reader needs no dataset
     done/train/<i>.<j>           empty marker files: block (i, j) is complete
     done/test_train/<i>.<j>
 
@@ -107,7 +107,8 @@ class KernelStore:
                            fill_value=0, compressors=None)
         for name, labels in (("y_train", y_train), ("y_test", y_test)):
             if labels is not None:
-                group.create_array(name, data=np.asarray(labels, np.int32))
+                regression = np.issubdtype(np.asarray(labels).dtype, np.floating)
+                group.create_array(name, data=np.asarray(labels, np.float32 if regression else np.int32))
         for part in PARTS:
             (path / "done" / part).mkdir(parents=True, exist_ok=True)
         group.attrs["ntklab_kernel"] = meta  # last: a store without it is not a store

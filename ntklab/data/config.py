@@ -112,8 +112,9 @@ class SpikedData(StrictModel):
     """Ghorbani et al.'s synthetic spiked covariates (regression): x ~ N(0, I_d) with its first
     d0 = floor(d^eta) coordinates rescaled to norm d^((eta + kappa)/2) and the rest to norm sqrt(d);
     the target sums, over `degrees`, products of k consecutive spiked coordinates with Exp(1)
-    weights, each degree scaled to unit RMS on the training set. Labels are float targets and
-    num_classes is 0. Defaults are the paper's (n_train = 2^20 is about 4 GiB of inputs)."""
+    weights, each degree scaled to unit RMS on the training set, plus Gaussian noise of std
+    `target_noise` (none in the paper). Labels are float targets and num_classes is 0. Defaults
+    are the paper's (n_train = 2^20 is about 4 GiB of inputs)."""
 
     dataset: Literal["spiked"]
     d: int = Field(1024, ge=2)
@@ -125,6 +126,9 @@ class SpikedData(StrictModel):
     train_seed: int = 145
     test_seed: int = 2
     coefficient_seed: int = 14
+    target_noise: NonNegativeFloat = Field(
+        0.0, description="std of Gaussian noise added to train and test targets (the best risk is its square)"
+    )
 
     @model_validator(mode="after")
     def _degrees_fit(self) -> "SpikedData":
@@ -229,6 +233,7 @@ class CIFAR2Data(_FileImageData):
         return data
 
 
+REGRESSION_DATASETS = ("spiked",)  # float targets: models train with the squared loss
 FILE_DATASETS = (MNISTData, FashionMNISTData, KMNISTData, CIFAR10Data, CIFAR100Data, SVHNData, CIFAR2Data)
 
 DataConfig = Annotated[

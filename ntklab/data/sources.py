@@ -178,7 +178,7 @@ class SpikedSource:
 
         x_train, y_train, x_test, y_test = spiked_dataset(
             config.n_train, config.n_test, config.d, config.eta, config.kappa, config.degrees,
-            config.train_seed, config.test_seed, config.coefficient_seed,
+            config.train_seed, config.test_seed, config.coefficient_seed, config.target_noise,
         )
         return Dataset(x_train, y_train, x_test, y_test, num_classes=0)
 

@@ -7,7 +7,8 @@ r = d^((eta + kappa) / 2) and the other d - d0 to norm sqrt(d). The target is
 
 a sum of products of k consecutive coordinates inside the first d0 (i = 0..d0-k), beta ~ Exp(1),
 over the degrees k (2, 3, 4 in the paper), with rms_k the training-set RMS of g_k, reused for the
-test targets, so each degree contributes unit RMS on the training set. No linear term.
+test targets, so each degree contributes unit RMS on the training set. No linear term. Optional
+Gaussian target noise (std `noise`) is drawn from streams of its own, seeded by (seed, 1).
 The paper: d = 1024, eta = 2/5 (d0 = 16), kappa in linspace(0, 1, 10, endpoint=False),
 n = 2^20 training points (seed 145), 10,000 test points (seed 2), coefficients seed 14.
 """
@@ -57,7 +58,7 @@ def degree_components(x: np.ndarray, d0: int, coefficients: dict[int, np.ndarray
 
 
 def spiked_dataset(n_train: int, n_test: int, d: int, eta: float, kappa: float, degrees: Sequence[int],
-                   train_seed: int, test_seed: int, coefficient_seed: int
+                   train_seed: int, test_seed: int, coefficient_seed: int, noise: float = 0.0
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_test, y_test), float32; targets normalized per degree by training RMS."""
     d0 = spike_dimension(d, eta)
@@ -71,4 +72,7 @@ def spiked_dataset(n_train: int, n_test: int, d: int, eta: float, kappa: float, 
     rms = {k: np.sqrt(np.mean(g**2)) for k, g in train_parts.items()}
     y_train = sum(train_parts[k] / rms[k] for k in degrees)
     y_test = sum(test_parts[k] / rms[k] for k in degrees)
+    if noise > 0:
+        y_train = y_train + noise * np.random.default_rng([train_seed, 1]).standard_normal(n_train)
+        y_test = y_test + noise * np.random.default_rng([test_seed, 1]).standard_normal(n_test)
     return x_train, np.asarray(y_train, np.float32), x_test, np.asarray(y_test, np.float32)

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from ntklab.engine.layers import has_gradient_scales, scale_gradients
-from ntklab.engine.losses import PER_EXAMPLE_LOSSES, accuracy, mean_loss, predictions
+from ntklab.engine.losses import PER_EXAMPLE_LOSSES, accuracy, mean_loss, predictions, regression_metrics
 from ntklab.engine.models import named_parameters, parameters, partition_parameters
 from ntklab.engine.taylor import Network
 
@@ -119,10 +119,13 @@ def predict(model: eqx.Module, x: np.ndarray, batch_size: int, forward: eqx.Modu
 
 
 def logits_metrics(logits: np.ndarray, y: np.ndarray, loss_name: str) -> dict[str, float]:
-    """Mean loss and accuracy of logits against labels."""
+    """Mean loss and accuracy of logits against labels; against regression targets (floats),
+    mean loss, risk (`mse`) and `r2` instead of accuracy."""
     logits = jnp.asarray(logits)
     labels = jnp.asarray(y)
     losses = PER_EXAMPLE_LOSSES[loss_name](logits, labels)
+    if jnp.issubdtype(labels.dtype, jnp.floating):
+        return {"loss": float(jnp.mean(losses)), **{k: float(v) for k, v in regression_metrics(logits, labels).items()}}
     return {"loss": float(jnp.mean(losses)), "accuracy": float(accuracy(logits, labels))}
 
 
@@ -134,7 +137,7 @@ def evaluate(
     batch_size: int,
     forward: eqx.Module | None = None,
 ) -> dict[str, float]:
-    """Mean loss and accuracy over all of (x, y)."""
+    """Mean loss and accuracy (risk and R² on regression targets) over all of (x, y)."""
     return logits_metrics(predict(model, x, batch_size, forward), y, loss_name)
 
 

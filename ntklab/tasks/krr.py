@@ -1,4 +1,5 @@
-"""The `krr` task: kernel ridge regression on the one-hot labels over a sweep of ridges λ.
+"""The `krr` task: kernel ridge regression on the one-hot labels (or regression targets) over a
+sweep of ridges λ.
 
 The kernel is an upstream `kernel` run (reused by identity across experiments); one
 eigendecomposition serves every λ (or one Cholesky per λ when that is cheaper, `solver: auto`).
@@ -8,7 +9,10 @@ of the squared error summed over outputs) and `accuracy` (argmax), the exact lea
 `best_*` metrics (at its step) and its predictions are saved as artifacts.
 
 Targets: one-hot labels minus an offset (`centring`): none, mean (1/classes) or ghorbani (0.1,
-as Ghorbani et al.'s Kernel_Fit.py); the offset is added back to the predictions. A kernel with
+as Ghorbani et al.'s Kernel_Fit.py); the offset is added back to the predictions. Regression
+targets (float labels, the spiked dataset) are regressed as they are (centring mean: minus their
+training mean; none and ghorbani: as is, Ghorbani's label mean 0 for synthetic data), scored by
+`mse` (the risk) and `r2` instead of accuracy. A kernel with
 full output blocks (m rows per example) regresses each example's m outputs jointly (m must equal
 the number of classes); a traced or scalar kernel is shared by the outputs.
 """
@@ -76,13 +80,21 @@ def run(config: KRRRunConfig, ctx: RunContext) -> None:
     if not store.is_complete():
         raise ValueError(f"the kernel store {store.path} is incomplete")
     y_train, y_test = store.labels("train"), store.labels("test")
-    classes = int(max(y_train.max(), y_test.max() if len(y_test) else 0)) + 1
-    classes = max(classes, store.outputs)
     r = store.outputs
-    if r > 1 and r != classes:
-        raise ValueError(f"the kernel has {r} outputs per example but the labels have {classes} classes")
-    offset = {"none": 0.0, "mean": 1.0 / classes, "ghorbani": 0.1}[config.centring]
-    t_train, t_test = targets(y_train, classes, offset), targets(y_test, classes, offset)
+    regression = np.issubdtype(y_train.dtype, np.floating)
+    if regression:
+        if r > 1:
+            raise ValueError(f"the kernel has {r} outputs per example; regression targets need a scalar kernel")
+        classes = 1
+        offset = float(np.mean(y_train)) if config.centring == "mean" else 0.0
+        t_train, t_test = y_train[:, None] - offset, y_test[:, None] - offset
+    else:
+        classes = int(max(y_train.max(), y_test.max() if len(y_test) else 0)) + 1
+        classes = max(classes, r)
+        if r > 1 and r != classes:
+            raise ValueError(f"the kernel has {r} outputs per example but the labels have {classes} classes")
+        offset = {"none": 0.0, "mean": 1.0 / classes, "ghorbani": 0.1}[config.centring]
+        t_train, t_test = targets(y_train, classes, offset), targets(y_test, classes, offset)
     k_train = store.read_train(np.float64)
     k_test = store.read_test(np.float64) if store.n_test else None
     y = t_train.reshape(-1, 1) if r > 1 else t_train  # sample-major rows for full output blocks
@@ -101,21 +113,25 @@ def run(config: KRRRunConfig, ctx: RunContext) -> None:
     def mse(pred, target):
         return np.mean(np.sum((pred - target) ** 2, axis=-1), axis=-1)
 
-    def accuracy(pred, labels):
+    def score(pred, labels, target):
+        """Accuracy (argmax) of class predictions; R² of regression predictions."""
+        if regression:
+            return 1.0 - mse(pred, target) / np.var(target)
         return np.mean(np.argmax(pred, axis=-1) == labels[None, :], axis=-1)
 
+    scored = "r2" if regression else "accuracy"
     series = {
         "ridge": ridges,
         "train_mse": mse(train_pred, t_train + offset),
-        "train_accuracy": accuracy(train_pred, y_train),
+        f"train_{scored}": score(train_pred, y_train, t_train + offset),
         "gcv": solution.gcv,
     }
     if test_pred is not None:
         series["test_mse"] = mse(test_pred, t_test + offset)
-        series["test_accuracy"] = accuracy(test_pred, y_test)
+        series[f"test_{scored}"] = score(test_pred, y_test, t_test + offset)
     if loo_pred is not None:
         series["loo_mse"] = mse(loo_pred, t_train + offset)
-        series["loo_accuracy"] = accuracy(loo_pred, y_train)
+        series[f"loo_{scored}"] = score(loo_pred, y_train, t_train + offset)
     for step in range(len(ridges)):
         ctx.log_metrics(step, {name: float(values[step]) for name, values in series.items()})
     criterion = series["loo_mse"] if config.loo else series["gcv"]

@@ -21,7 +21,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, Field, model_validator
 
 from ntklab.configbase import StrictModel
-from ntklab.data.config import DataConfig
+from ntklab.data.config import REGRESSION_DATASETS, DataConfig
 from ntklab.engine.config import EXPANSION_DEFAULTS, ModelConfig, TrainConfig
 from ntklab.tasks.context import RunContext, RunDiverged, RunInterrupted
 
@@ -37,6 +37,13 @@ class TrainRunConfig(StrictModel):
         description="a train run whose final parameters are the starting and expansion point theta0 instead "
         "of the initialization (its `model` must be this run's); the runner runs it first or reuses it",
     )
+
+    @model_validator(mode="after")
+    def _regression_loss(self) -> "TrainRunConfig":
+        if self.data.dataset in REGRESSION_DATASETS and self.train.loss != "mse":
+            raise ValueError(f"the {self.data.dataset} dataset has regression targets: train with loss: mse "
+                             f"(not {self.train.loss})")
+        return self
 
     @model_validator(mode="after")
     def _expansion_point_fits(self) -> "TrainRunConfig":
@@ -80,6 +87,9 @@ def logits_artifact_name(step: int) -> str:
 def run(config: TrainRunConfig, ctx: RunContext) -> None:
     """Train from theta0 (the initialization drawn from `config.seed`, or the expansion point), or
     from the run's checkpoint.
+
+    Metrics: train/test `loss` and `accuracy`; on regression targets (the spiked dataset, loss
+    mse) train/test `loss`, `mse` (the risk, mean squared error) and `r2` instead of accuracy.
 
     Metrics are logged at step 0 (fresh runs only), every `eval_every_steps` steps and at the last
     step, and the test logits of each of these steps are saved as `test_logits/step_{t}`. The state
@@ -151,10 +161,8 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
         on_test = training.logits_metrics(test_logits, dataset.y_test, train.loss)
         on_train = training.evaluate(state.model, x_train_eval, y_train_eval, train.loss, train.batch_size, forward)
         metrics = {
-            "train_loss": on_train["loss"],
-            "train_accuracy": on_train["accuracy"],
-            "test_loss": on_test["loss"],
-            "test_accuracy": on_test["accuracy"],
+            **{f"train_{name}": value for name, value in on_train.items()},
+            **{f"test_{name}": value for name, value in on_test.items()},
             "lr": float(schedule(max(t - 1, 0))),
             "epoch": t / per_epoch,
         }

@@ -144,3 +144,42 @@ def test_divergence_raises_and_keeps_the_metrics_before_it():
     assert not np.isfinite(ctx.metrics[step]["batch_loss"])
     assert np.isfinite(ctx.metrics[step - 1]["batch_loss"])
     assert set(ctx.artifacts) == {f"test_logits/step_{t}" for t in range(step)}
+
+
+def test_a_linear_teacher_is_learned_to_the_noise_floor_by_a_linear_model():
+    """Spiked inputs with a degree-1 target (a linear teacher on the d0 spiked coordinates) plus
+    Gaussian noise: a linear model trained with the squared loss reaches the test risk of the
+    least-squares fit (computed here with numpy) and the noise floor (the teacher's own risk)."""
+    data = {"dataset": "spiked", "d": 32, "eta": 0.4, "n_train": 2048, "n_test": 1024, "degrees": [1],
+            "target_noise": 0.3}
+    config = TrainRunConfig.model_validate({
+        "task": "train", "seed": 0, "data": data, "model": {"arch": "logistic", "b_std": 0.0},
+        "train": {"loss": "mse", "optimizer": {"name": "adam", "lr": 0.02}, "schedule": {"name": "cosine"},
+                  "batch_size": 128, "epochs": 30, "eval_every_steps": 160},
+    })
+    ctx = FakeContext()
+    run(config, ctx)
+    final = ctx.metrics[max(ctx.metrics)]
+    assert "test_accuracy" not in final and "train_accuracy" not in final
+
+    noisy = load_dataset(config.data)
+    clean = load_dataset(config.data.model_copy(update={"target_noise": 0.0}))
+    floor = float(np.mean((noisy.y_test - clean.y_test) ** 2))  # the teacher's test risk
+    assert floor == pytest.approx(0.09, rel=0.15)
+    design = np.c_[noisy.x_train, np.ones(len(noisy.x_train))]
+    w, *_ = np.linalg.lstsq(design, noisy.y_train, rcond=None)
+    least_squares = float(np.mean((np.c_[noisy.x_test, np.ones(len(noisy.x_test))] @ w - noisy.y_test) ** 2))
+    assert final["test_mse"] == pytest.approx(least_squares, rel=0.03)
+    assert floor <= final["test_mse"] < 1.1 * floor
+    assert final["test_r2"] == pytest.approx(1 - final["test_mse"] / np.var(noisy.y_test), abs=1e-5)
+    assert final["test_r2"] > 0.9
+    assert ctx.metrics[0]["test_mse"] > 10 * final["test_mse"]  # it started far from the teacher
+    assert final["test_loss"] == pytest.approx(final["test_mse"] / 2, rel=1e-5)  # loss is ½ (f - y)²
+
+
+def test_regression_targets_need_the_squared_loss():
+    with pytest.raises(ValueError, match="regression targets: train with loss: mse"):
+        TrainRunConfig.model_validate({
+            "task": "train", "data": {"dataset": "spiked", "d": 32, "n_train": 64, "n_test": 32},
+            "model": {"arch": "logistic"}, "train": {"optimizer": {"name": "sgd", "lr": 0.1}},
+        })

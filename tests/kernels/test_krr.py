@@ -98,3 +98,31 @@ def test_the_krr_task_on_a_stored_empirical_ntk(tmp_path):
     np.testing.assert_allclose(saved, expected, rtol=1e-5, atol=1e-5)
     assert np.load(io.BytesIO(ctx.artifacts["test_predictions_all"][0])).shape == (6, 20, 3)
     assert jax.numpy.zeros(1).dtype == np.float32, "the float64 kernel run did not leave x64 switched on"
+
+
+def test_the_krr_task_regresses_spiked_targets(tmp_path):
+    """Regression targets travel through the kernel store as floats; KRR with the two-layer NTK
+    reports the risk and R² of a direct solve, and no accuracy."""
+    data = {"dataset": "spiked", "d": 32, "n_train": 60, "n_test": 30, "degrees": [2], "target_noise": 0.1}
+    kernel = {"task": "kernel", "data": data, "kernel": {"kind": "closed_form", "which": "ntk2"}, "block_size": 16,
+              "storage_dtype": "float64"}
+    kernel_config = RUN_CONFIG.validate_python(kernel)
+    run_function("kernel")(kernel_config, FakeContext(tmp_path, run_key="kernel"))
+    config = RUN_CONFIG.validate_python({"task": "krr", "kernel": kernel, "ridge": [1e-3, 1.0, 100.0],
+                                         "centring": "mean"})
+    ctx = FakeContext(tmp_path, run_key="krr", upstream_dirs={("kernel", "kernel"): tmp_path / "kernel" / "kernel"})
+    run_function("krr")(config, ctx)
+    from ntklab.data.sources import load_dataset
+    from ntklab.kernelstore import KernelStore
+
+    dataset = load_dataset(kernel_config.data)
+    store = KernelStore.open(tmp_path / "kernel" / "kernel")
+    np.testing.assert_array_equal(store.labels("train"), dataset.y_train)
+    k, k_test = store.read_train(), store.read_test()
+    mean = dataset.y_train.astype(np.float64).mean()
+    for index, ridge in enumerate([1e-3, 1.0, 100.0]):
+        alpha = np.linalg.solve(k + ridge * np.eye(len(k)), dataset.y_train - mean)
+        risk = np.mean((k_test @ alpha + mean - dataset.y_test) ** 2)
+        assert ctx.series("test_mse")[index] == pytest.approx(risk, rel=1e-5)
+        assert ctx.series("test_r2")[index] == pytest.approx(1 - risk / np.var(dataset.y_test), rel=1e-5)
+    assert not [name for name, _ in ctx.metrics if "accuracy" in name]
