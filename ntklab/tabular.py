@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 Format = Literal["table", "csv", "json"]
 
@@ -34,11 +35,19 @@ def cell_text(value: Any, missing: str = "-") -> str:
     return str(value)
 
 
+def records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts (timestamps in ISO format, NaN and infinities as None)."""
+    return [{c: _plain(v) for c, v in zip(columns, row)} for row in rows]
+
+
+def write_json(value: Any, console: Console) -> None:
+    console.file.write(json.dumps(value, indent=1, default=str) + "\n")
+
+
 def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Format, console: Console,
          title: str | None = None) -> None:
     if fmt == "json":
-        records = [{c: _plain(v) for c, v in zip(columns, row)} for row in rows]
-        console.file.write(json.dumps(records, indent=1, default=str) + "\n")
+        write_json(records(columns, rows), console)
     elif fmt == "csv":
         writer = csv.writer(console.file, lineterminator="\n")
         writer.writerow(columns)
@@ -49,5 +58,5 @@ def emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Format, con
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*(cell_text(v) for v in row))
+            table.add_row(*(Text(cell_text(v)) for v in row))  # cells are text, never markup
         console.print(table)

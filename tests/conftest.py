@@ -66,10 +66,10 @@ def _cli_env(home: Path, db: str | None) -> dict[str, str]:
     return env
 
 
-def ntklab(*args: str, home: Path, db: str | None = None, timeout: float = 600, check: bool = False
-           ) -> subprocess.CompletedProcess:
+def ntklab(*args: str, home: Path, db: str | None = None, timeout: float = 600, check: bool = False,
+           python_options: tuple[str, ...] | list[str] = ()) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess in `home`, against it (and `db`, if given)."""
-    result = subprocess.run([sys.executable, "-m", "ntklab", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, *python_options, "-m", "ntklab", *args], capture_output=True, text=True,
                             env=_cli_env(home, db), timeout=timeout, cwd=home)
     if check and result.returncode != 0:
         raise AssertionError(f"ntklab {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")

@@ -4,8 +4,8 @@ One module per family of commands, each registering its commands on `app` (ntkla
 
 # Imported in the order `ntklab --help` lists the commands; importing a module registers its commands.
 from ntklab.cli import runs, results, database, data  # noqa: F401,I001
-from ntklab.cli.common import app
+from ntklab.cli.common import app, with_exit_codes
 
 
 def main() -> None:
-    app()
+    with_exit_codes(app)(prog_name="ntklab")

@@ -1,16 +1,15 @@
 """`ntklab data`: the official dataset files (logic in ntklab/data/fetch.py)."""
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ntklab.cli.common import FormatOption, OutputFormat, app, err, out, reported
+from ntklab.cli.common import (CONTEXT, EXIT_EPILOG, DataRootOption, FormatOption, OutputFormat, app, err, out,
+                               reported, styled)
 
-
-data_app = typer.Typer(no_args_is_help=True, help="Dataset files: download the official files and verify them.")
+data_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT, epilog=EXIT_EPILOG,
+                       help="Dataset files: download the official files and verify them.")
 app.add_typer(data_app, name="data")
-DataRootOption = Annotated[Optional[Path], typer.Option("--root", help="data root (default: NTKLAB_DATA, else ~/.ntklab-data)")]
 
 
 @data_app.command("fetch")
@@ -18,8 +17,8 @@ DataRootOption = Annotated[Optional[Path], typer.Option("--root", help="data roo
 def data_fetch(
     names: Annotated[list[str], typer.Argument(metavar="NAME...", help="mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn")],
     root: DataRootOption = None,
-    mirror: Annotated[Optional[str], typer.Option("--mirror", help="base URL laid out as <mirror>/<dataset>/<file> (default: NTKLAB_DATA_MIRROR, else the official sites)")] = None,
-    retries: Annotated[int, typer.Option(help="attempts per location after a dropped connection (each resumes)")] = 3,
+    mirror: Annotated[Optional[str], typer.Option("--mirror", metavar="URL", help="base URL laid out as <mirror>/<dataset>/<file> (default: NTKLAB_DATA_MIRROR, else the official sites)")] = None,
+    retries: Annotated[int, typer.Option(metavar="N", help="attempts per location after a dropped connection (each resumes)")] = 3,
 ) -> None:
     """Download datasets from their official sites, resumably, each file verified by its official checksum.
 
@@ -48,4 +47,4 @@ def data_list(root: DataRootOption = None, format_: FormatOption = OutputFormat.
         for row in rows:
             if row.state in ("corrupt", "incomplete"):
                 for problem in row.problems:
-                    err.print(f"[yellow]{row.name}[/yellow] {problem}", highlight=False)
+                    err.print(styled(row.name, "yellow", problem), highlight=False)

@@ -4,17 +4,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
 
-from ntklab.cli.common import (DbOption, FormatOption, HomeOption, OutputFormat, app, err, existing_engine, out,
-                               reported)
+from ntklab.cli.common import (DbOption, ExperimentOption, FormatOption, HomeOption, OptionalExperimentArgument,
+                               OutputFormat, RunArgument, app, err, existing_engine, experiment_name, out, reported,
+                               styled)
 from ntklab.errors import UsageError
 
 
 @app.command()
 @reported
 def status(
-    experiment: Annotated[Optional[str], typer.Argument(help="experiment name (default: all)")] = None,
+    experiment: OptionalExperimentArgument = None,
     db: DbOption = None,
     home: HomeOption = None,
     format_: FormatOption = OutputFormat.table,
@@ -29,7 +29,7 @@ def status(
     engine, _ = existing_engine(db, home)
     reap(engine)
     with reading(engine) as conn:
-        groups = experiment_status(conn, experiment)
+        groups = experiment_status(conn, experiment_name(experiment) if experiment else None)
     names = [s.value for s in RunStatus]
     rows = [[g.experiment, g.group] + [g.counts.get(n, 0) for n in names] + [sum(g.counts.values())] for g in groups]
     emit(["experiment", "group", *names, "total"], rows, format_.value, out)
@@ -45,12 +45,12 @@ def status(
 def query(
     figure: Annotated[Optional[str], typer.Argument(metavar="FIGURE", help="with --paper: a figure, as NAME or EXPERIMENT:NAME")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="print the data of a figure declared in a spec (without FIGURE: list the figures)")] = False,
-    experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="experiment name")] = None,
-    group: Annotated[Optional[list[str]], typer.Option("--group", "-g", help="group name (repeatable)")] = None,
-    status_: Annotated[Optional[list[str]], typer.Option("--status", "-s", help="run status (repeatable)")] = None,
-    where: Annotated[Optional[str], typer.Option("--where", "-w", help="filter, e.g. \"model.arch == 'mlp' and test_accuracy > 0.9\"")] = None,
-    columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="comma-separated columns")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="at most this many runs")] = None,
+    experiment: ExperimentOption = None,
+    group: Annotated[Optional[list[str]], typer.Option("--group", "-g", metavar="GROUP", help="group name (repeatable)")] = None,
+    status_: Annotated[Optional[list[str]], typer.Option("--status", "-s", metavar="STATUS", help="run status (repeatable)")] = None,
+    where: Annotated[Optional[str], typer.Option("--where", "-w", metavar="FILTER", help="filter, e.g. \"model.arch == 'mlp' and test_accuracy > 0.9\"")] = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", "-c", metavar="COLUMNS", help="comma-separated columns")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="at most this many runs")] = None,
     format_: FormatOption = OutputFormat.table,
     db: DbOption = None,
     home: HomeOption = None,
@@ -63,6 +63,7 @@ def query(
     from ntklab.reports.runs import list_runs
     from ntklab.tabular import emit
 
+    experiment = experiment_name(experiment) if experiment else None
     if paper or figure is not None:
         _query_paper(figure, paper, experiment, format_, db, home,
                      others=bool(group or status_ or where or columns or limit is not None))
@@ -100,7 +101,7 @@ def _query_paper(figure: str | None, paper: bool, experiment: str | None, format
             listing = [[f.experiment, f.name, f.figure.kind, f.figure.x, ", ".join(f.figure.y_names),
                         f.figure.series, f.figure.facet, f.figure.step, f.figure.title] for f in stored.figures]
             for qualified, problem in stored.problems.items():
-                err.print(f"[yellow]invalid[/yellow] {qualified}: {problem}", highlight=False)
+                err.print(styled("invalid", "yellow", f"{qualified}: {problem}"), highlight=False)
             if not listing and format_ == OutputFormat.table:
                 err.print("no figures in the database: declare them under `figures:` in a spec and run it")
                 return
@@ -121,7 +122,7 @@ def _query_paper(figure: str | None, paper: bool, experiment: str | None, format
                   highlight=False)
         for m in data.missing[:20]:
             detail = f": {m.error}" if m.error else ""
-            err.print(f"  {m.key[:12]} ({m.group}) {m.reason}{detail}", highlight=False, markup=False)
+            err.print(f"  {m.key[:12]} ({m.group}) {m.reason}{detail}", highlight=False)
         if len(data.missing) > 20:
             err.print(f"  ... and {len(data.missing) - 20} more", highlight=False)
 
@@ -130,7 +131,7 @@ def _query_paper(figure: str | None, paper: bool, experiment: str | None, format
 @reported
 def report(
     target: Annotated[str, typer.Argument(metavar="SPEC_OR_EXPERIMENT", help="a spec file, or the name of an experiment in the database")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="the HTML file (default: ./EXPERIMENT-report.html)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="the HTML file (default: ./EXPERIMENT-report.html)")] = None,
     db: DbOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -158,7 +159,7 @@ def report(
     with reading(engine) as conn:
         page = render_report(conn, name, figures=figures, spec_text=spec_text, spec_file=spec_file, problems=problems)
     for problem in problems:
-        err.print(f"[yellow]warning[/yellow] {problem}", highlight=False)
+        err.print(styled("warning", "yellow", problem), highlight=False)
     path = output or Path(f"{name}-report.html")
     atomic_write(path.absolute(), page.encode("utf-8"))
     umask = os.umask(0)
@@ -170,12 +171,14 @@ def report(
 @app.command()
 @reported
 def show(
-    run_key: Annotated[str, typer.Argument(metavar="RUN", help="run key or a unique prefix of it")],
+    run_key: RunArgument,
     format_: FormatOption = OutputFormat.table,
     db: DbOption = None,
     home: HomeOption = None,
 ) -> None:
     """Everything recorded about one run: config, status, error, provenance, metrics, artifacts."""
+    import yaml
+
     from ntklab.db.connection import reading
     from ntklab.reports.overview import resolve_run, run_record
     from ntklab.tabular import emit
@@ -187,15 +190,15 @@ def show(
         emit(list(record), [list(record.values())], format_.value, out)
         return
     where = ", ".join(f"{m['experiment']}/{m['group']}" for m in record["memberships"])
-    out.print(f"[bold]run {record['key']}[/bold]  {where}  task {record['task']}")
+    out.print(styled(f"run {record['key']}", "bold", f" {where}  task {record['task']}"), highlight=False)
     out.print(f"status {record['status']}  attempts {record['attempts']}  started {record['started_at']}  "
               f"finished {record['finished_at']}  checkpoint step {record['checkpoint_step']}", highlight=False)
     if record["error_type"]:
-        out.print(f"[red]{record['error_type']}[/red]: {record['error_message']}", highlight=False)
+        out.print(styled(f"{record['error_type']}:", "red", record["error_message"]), highlight=False)
         if record["traceback"]:
-            out.print(record["traceback"], highlight=False, markup=False)
-    out.print("[bold]config[/bold]")
-    out.print(yaml.safe_dump(record["config"], sort_keys=False).rstrip(), highlight=False, markup=False)
+            out.print(record["traceback"], highlight=False)
+    out.print(styled("config", "bold"))
+    out.print(yaml.safe_dump(record["config"], sort_keys=False).rstrip(), highlight=False)
     if record["metrics"]:
         emit(["metric", "last", "last_step", "min", "min_step", "max", "max_step"],
              [[m["name"], m["last"], m["last_step"], m["min"], m["min_step"], m["max"], m["max_step"]]
@@ -205,14 +208,14 @@ def show(
              [[a["name"], a["kind"], a["bytes"], a["sha256"][:16], a["path"]] for a in record["artifacts"]],
              "table", out, title="artifacts")
     if record["provenance"]:
-        out.print("[bold]provenance[/bold]")
-        out.print(yaml.safe_dump(record["provenance"], sort_keys=False).rstrip(), highlight=False, markup=False)
+        out.print(styled("provenance", "bold"))
+        out.print(yaml.safe_dump(record["provenance"], sort_keys=False).rstrip(), highlight=False)
 
 
 @app.command()
 @reported
 def logs(
-    run_key: Annotated[str, typer.Argument(metavar="RUN", help="run key or a unique prefix of it")],
+    run_key: RunArgument,
     db: DbOption = None,
     home: HomeOption = None,
 ) -> None:

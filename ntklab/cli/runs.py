@@ -2,26 +2,28 @@
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, HomeOption, SetOption, SpecGroupOption, app,
-                               err, open_home_engine, out, reported, sqlite_file_missing)
+from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, FormatOption, HomeOption, OutputFormat,
+                               SetOption, SpecArgument, SpecGroupOption, app, err, open_home_engine, out, reported,
+                               sqlite_file_missing, styled)
 
 
 @app.command()
 @reported
 def run(
-    spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")],
+    spec: SpecArgument,
     set_: SetOption = None,
     db: DbOption = None,
     home: HomeOption = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed and diverged runs again")] = False,
     force: Annotated[bool, typer.Option("--force", help="run every run again from scratch, done ones too")] = False,
-    lease_seconds: Annotated[float, typer.Option(help="a run whose worker is silent this long is reclaimed")] = 60.0,
+    lease_seconds: Annotated[float, typer.Option(metavar="SECONDS",
+                                                 help="a run whose worker is silent this long is reclaimed")] = 60.0,
     group: SpecGroupOption = None,
+    format_: Annotated[OutputFormat, typer.Option("--format", "-f", help="format of the summary at the end")] = OutputFormat.table,
 ) -> None:
     """Expand SPEC into runs and execute those not done yet; interrupted runs resume."""
     from ntklab.db.models import RunStatus
@@ -36,10 +38,11 @@ def run(
     engine, store = open_home_engine(db, home, create=True)
     options = ExecuteOptions(retry_failed=retry_failed, force=force, lease=timedelta(seconds=lease_seconds))
     result = execute(engine, store, plan, options, make_reporter(err))
-    _print_plan(plan, plan_groups(engine, plan), title=f"{plan.name}: runs by status")
+    _print_plan(plan, plan_groups(engine, plan), f"{plan.name}: runs by status", format_)
     failures = [o for o in result.outcomes if o.status in ("failed", "diverged", "lost")]
     for outcome in failures:
-        err.print(f"[red]{outcome.status}[/red] {outcome.key[:12]} ({outcome.group}): {outcome.note}", highlight=False)
+        err.print(styled(outcome.status, "red", f"{outcome.key[:12]} ({outcome.group}): {outcome.note}"),
+                  highlight=False)
     if result.count(RunStatus.running):
         err.print(f"{result.count(RunStatus.running)} runs are held by other workers", style="dim")
     if result.stopped_by:
@@ -54,41 +57,67 @@ def run(
         raise typer.Exit(EXIT_FAILED_RUNS)
 
 
-def _print_plan(plan, groups, title: str) -> None:
+_GROUP_COLUMNS = ["group", "task"]
+
+
+def _group_rows(groups) -> tuple[list[str], list[list]]:
     from ntklab.runner.plan import COLUMNS
-    from ntklab.tabular import emit
 
     rows = [[g.group, g.task] + [g.counts.get(c, 0) for c in COLUMNS] + [g.total] for g in groups]
+    return [*_GROUP_COLUMNS, *COLUMNS, "total"], rows
+
+
+def _print_plan(plan, groups, title: str, format_: OutputFormat, runs: tuple[list[str], list[list]] | None = None
+                ) -> None:
+    """The table of runs by status per group (and, given, the listing of runs), in `format_`."""
+    from ntklab.runner.plan import COLUMNS
+    from ntklab.tabular import emit, records, write_json
+
+    columns, rows = _group_rows(groups)
+    if format_ == OutputFormat.json:
+        document = {"experiment": plan.name, "groups": records(columns, rows)}
+        if runs is not None:
+            document["runs"] = records(*runs)
+        write_json(document, out)
+        return
+    if format_ == OutputFormat.csv:
+        emit(*(runs or (columns, rows)), "csv", out)
+        return
     totals = ["all", ""] + [sum(g.counts.get(c, 0) for g in groups) for c in COLUMNS] + [sum(g.total for g in groups)]
-    emit(["group", "task", *COLUMNS, "total"], rows + [totals], "table", out, title=title)
+    emit(columns, rows + [totals], "table", out, title=title)
+    if runs is not None:
+        emit(*runs, "table", out)
 
 
 @app.command()
 @reported
 def plan(
-    spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")],
+    spec: SpecArgument,
     set_: SetOption = None,
     db: DbOption = None,
     home: HomeOption = None,
     show: Annotated[bool, typer.Option("--show", help="list every run with the params that vary")] = False,
     group: SpecGroupOption = None,
+    format_: FormatOption = OutputFormat.table,
 ) -> None:
-    """Show the runs SPEC expands into and which of them are new, done, failed or running."""
+    """Show the runs SPEC expands into and which of them are new, done, failed or running.
+
+    With --format csv: the groups, or with --show the runs; with --format json: both in one document."""
     from ntklab.runner.plan import existing_statuses, plan_groups
     from ntklab.flatten import flatten
     from ntklab.spec.load import load_spec, select_groups
-    from ntklab.tabular import emit
     from ntklab.tasks import registry
 
     loaded = select_groups(load_spec(spec, set_ or [], tasks=registry), group or [])
     engine = None if sqlite_file_missing(db, home) else open_home_engine(db, home, create=False)[0]
-    _print_plan(loaded, plan_groups(engine, loaded), title=f"{loaded.name}: {len(loaded.runs)} runs")
-    if loaded.duplicates:
-        err.print(f"{loaded.duplicates} sweep points repeat a config of their group and are counted once")
+    listing = None
     if show:
         known = existing_statuses(engine, loaded)
         flat = [flatten(r.config_json) for r in loaded.runs]
         varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k)) for g in flat}) > 1})
-        rows = [[r.key[:12], r.group, known.get(r.key, "new")] + [f.get(k) for k in varying]
-                for r, f in zip(loaded.runs, flat)]
-        emit(["key", "group", "status", *varying], rows, "table", out)
+        rows = [[r.key if format_ != OutputFormat.table else r.key[:12], r.group, known.get(r.key, "new")]
+                + [f.get(k) for k in varying] for r, f in zip(loaded.runs, flat)]
+        listing = (["key", "group", "status", *varying], rows)
+    _print_plan(loaded, plan_groups(engine, loaded), f"{loaded.name}: {len(loaded.runs)} runs", format_, listing)
+    if loaded.duplicates:
+        err.print(f"{loaded.duplicates} sweep points repeat a config of their group and are counted once")

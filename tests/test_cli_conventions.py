@@ -1,0 +1,122 @@
+"""CLI conventions through the real CLI: --version, -h, the exit codes in the help and the README,
+environment variables shown by --help, completion from the database, --format json on plan and
+run, messages that keep their brackets, and database-only commands that never import JAX."""
+
+import json
+import os
+import re
+
+import pytest
+
+import ntklab
+from conftest import REPO, ntklab as cli
+from ntklab.cli.common import EXIT_CODES
+
+PROBE = """\
+name: conventions
+groups:
+  p: {task: probe, steps: 4, sweep: {grid: {seed: [0, 1]}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    """A home whose database holds a finished probe experiment; returns (home, run keys)."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "conventions.yaml").write_text(PROBE)
+    result = cli("run", "conventions.yaml", "--format", "json", home=home, check=True)
+    summary = json.loads(result.stdout)
+    assert summary["experiment"] == "conventions"
+    assert summary["groups"] == [{"group": "p", "task": "probe", "new": 0, "pending": 0, "running": 0,
+                                  "interrupted": 0, "done": 2, "failed": 0, "diverged": 0, "total": 2}]
+    keys = [r["key"] for r in json.loads(cli("query", "-e", "conventions", "-c", "key", "-f", "json",
+                                             home=home, check=True).stdout)]
+    return home, keys
+
+
+def test_version_and_short_help(tmp_path):
+    version = cli("--version", home=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"ntklab {ntklab.__version__}"
+    for args in (["-h"], ["status", "-h"], ["db", "upgrade", "-h"], ["data", "fetch", "-h"]):
+        shown = cli(*args, home=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        for code, _ in EXIT_CODES:
+            assert re.search(rf"^ +{code}  \w", shown.stdout, re.M), f"exit code {code} missing from {args} help"
+    status_help = cli("status", "-h", home=tmp_path).stdout
+    assert "NTKLAB_DB" in status_help and "NTKLAB_HOME" in status_help and "--db URL" in status_help
+    assert "NTKLAB_DATA" in cli("data", "list", "-h", home=tmp_path).stdout
+    assert "--set KEY=VALUE" in cli("run", "-h", home=tmp_path).stdout
+
+
+def test_readme_lists_the_exit_codes():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("Exit codes"):]
+    for code, _ in EXIT_CODES:
+        assert re.search(rf"`{code}`", section), f"README does not list exit code {code}"
+
+
+def test_environment_variables_reach_the_options(tmp_path):
+    missing = cli("status", home=tmp_path, db=f"sqlite:///{tmp_path / 'elsewhere' / 'none.db'}")
+    assert missing.returncode == 3 and "elsewhere" in missing.stderr, "NTKLAB_DB names the database"
+    bad = cli("status", home=tmp_path, db="mysql://x@y/z")
+    assert bad.returncode == 3 and "unsupported database 'mysql'" in bad.stderr
+
+
+def test_completion_reads_names_and_keys_from_the_database(probed):
+    home, keys = probed
+
+    def complete(words: str) -> list[str]:
+        env = {"_NTKLAB_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return cli(home=home, check=True).stdout.split()
+        finally:
+            for k, v in old.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+    assert complete("ntklab status conv") == ["conventions"]
+    assert complete("ntklab query -e c") == ["conventions"]
+    assert complete("ntklab status zzz") == []
+    assert sorted(complete(f"ntklab show {keys[0][:1]}")) == sorted(k[:12] for k in keys if k[0] == keys[0][0])
+
+
+def test_experiment_named_by_its_spec_file(probed):
+    home, _ = probed
+    by_name = cli("status", "conventions", "-f", "json", home=home, check=True).stdout
+    by_file = cli("status", "conventions.yaml", "-f", "json", home=home, check=True).stdout
+    assert json.loads(by_name) == json.loads(by_file) and json.loads(by_name)[0]["done"] == 2
+    queried = cli("query", "-e", "conventions.yaml", "-c", "key", "-f", "json", home=home, check=True).stdout
+    assert len(json.loads(queried)) == 2
+    missing = cli("status", "nowhere.yaml", home=home)
+    assert missing.returncode == 2 and "no spec file 'nowhere.yaml'" in missing.stderr
+
+
+def test_plan_json_lists_groups_and_runs(probed):
+    home, keys = probed
+    planned = json.loads(cli("plan", "conventions.yaml", "--show", "-f", "json", home=home, check=True).stdout)
+    assert planned["groups"][0]["done"] == 2
+    assert sorted(r["key"] for r in planned["runs"]) == sorted(keys)
+    assert {r["status"] for r in planned["runs"]} == {"done"} and {r["seed"] for r in planned["runs"]} == {0, 1}
+
+
+def test_brackets_in_messages_are_printed(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: b\ngroups:\n  g: {task: probe, steps: -1}\n")
+    result = cli("run", "bad.yaml", home=tmp_path)
+    assert result.returncode == 2
+    assert "steps: Input should be greater than 0 (got -1) [group g]" in result.stderr, result.stderr
+
+
+JAX_FAMILY = ("jax", "jaxlib", "equinox", "optax")
+
+
+@pytest.mark.parametrize("command", ["status", "query", "show", "logs"])
+def test_database_only_commands_do_not_import_jax(probed, command):
+    home, keys = probed
+    args = {"status": ["status"], "query": ["query", "-e", "conventions"], "show": ["show", keys[0][:8]],
+            "logs": ["logs", keys[0][:8]]}[command]
+    result = cli(*args, home=home, check=True, python_options=["-X", "importtime"])
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert imported, "python -X importtime printed nothing"
+    loaded = sorted(m for m in imported if m.split(".")[0] in JAX_FAMILY)
+    assert not loaded, f"`ntklab {command}` imports {loaded[:5]}"
