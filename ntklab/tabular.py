@@ -35,6 +35,18 @@ def cell_text(value: Any, missing: str = "-") -> str:
     return str(value)
 
 
+def duration_text(seconds: float | None) -> str:
+    """`45s`, `12m05s`, `3h20m`; `-` when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts (timestamps in ISO format, NaN and infinities as None)."""
     return [{c: _plain(v) for c, v in zip(columns, row)} for row in rows]

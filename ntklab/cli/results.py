@@ -24,7 +24,8 @@ def status(
     from ntklab.db.models import RunStatus
     from ntklab.db.queue import reap
     from ntklab.reports.overview import experiment_status
-    from ntklab.tabular import emit
+    from ntklab.headline import headline_text
+    from ntklab.tabular import duration_text, emit
 
     engine, _ = existing_engine(db, home)
     reap(engine)
@@ -36,8 +37,13 @@ def status(
     if format_ == OutputFormat.table:
         for g in groups:
             for r in g.running:
-                step = f"step {r['step']}/{r['total']}" if r["total"] else "starting"
-                out.print(f"running {r['key'][:12]} ({g.experiment}/{g.group}): {step} on {r['worker']}", highlight=False)
+                parts = [f"step {r['step']}/{r['total']}" if r["total"] else "starting"]
+                if r["metric"]:
+                    parts.append(headline_text(dict([r["metric"]])))
+                if r["eta_seconds"] is not None:
+                    parts.append(f"ETA {duration_text(r['eta_seconds'])}")
+                out.print(f"running {r['key'][:12]} ({g.experiment}/{g.group}): {'  '.join(parts)} on {r['worker']}",
+                          highlight=False)
 
 
 @app.command()

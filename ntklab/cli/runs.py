@@ -38,7 +38,8 @@ def run(
     engine, store = open_home_engine(db, home, create=True)
     options = ExecuteOptions(retry_failed=retry_failed, force=force, lease=timedelta(seconds=lease_seconds))
     result = execute(engine, store, plan, options, make_reporter(err))
-    _print_plan(plan, plan_groups(engine, plan), f"{plan.name}: runs by status", format_)
+    _print_plan(plan, plan_groups(engine, plan), f"{plan.name}: runs by status", format_,
+                headlines=_headline_rows(engine, plan))
     failures = [o for o in result.outcomes if o.status in ("failed", "diverged", "lost")]
     for outcome in failures:
         err.print(styled(outcome.status, "red", f"{outcome.key[:12]} ({outcome.group}): {outcome.note}"),
@@ -67,9 +68,22 @@ def _group_rows(groups) -> tuple[list[str], list[list]]:
     return [*_GROUP_COLUMNS, *COLUMNS, "total"], rows
 
 
-def _print_plan(plan, groups, title: str, format_: OutputFormat, runs: tuple[list[str], list[list]] | None = None
-                ) -> None:
-    """The table of runs by status per group (and, given, the listing of runs), in `format_`."""
+def _headline_rows(engine, plan) -> tuple[list[str], list[list]]:
+    """Per group of the plan: its headline metrics' best run and mean over its done runs."""
+    from ntklab.db.connection import reading
+    from ntklab.reports.overview import group_headlines
+
+    figure_metrics = [y for figure in plan.figures.values() for y in figure.y_names]
+    with reading(engine) as conn:
+        found = group_headlines(conn, plan.name, {r.group for r in plan.runs}, figure_metrics)
+    return (["group", "metric", "n", "best", "best_run", "mean", "std"],
+            [[h.group, h.metric, h.n, h.best, h.best_run, h.mean, h.std] for h in found])
+
+
+def _print_plan(plan, groups, title: str, format_: OutputFormat, runs: tuple[list[str], list[list]] | None = None,
+                headlines: tuple[list[str], list[list]] | None = None) -> None:
+    """The table of runs by status per group (and, given, the listing of runs and the headline
+    metrics per group), in `format_`."""
     from ntklab.runner.plan import COLUMNS
     from ntklab.tabular import emit, records, write_json
 
@@ -78,6 +92,8 @@ def _print_plan(plan, groups, title: str, format_: OutputFormat, runs: tuple[lis
         document = {"experiment": plan.name, "groups": records(columns, rows)}
         if runs is not None:
             document["runs"] = records(*runs)
+        if headlines is not None:
+            document["headlines"] = records(*headlines)
         write_json(document, out)
         return
     if format_ == OutputFormat.csv:
@@ -87,6 +103,10 @@ def _print_plan(plan, groups, title: str, format_: OutputFormat, runs: tuple[lis
     emit(columns, rows + [totals], "table", out, title=title)
     if runs is not None:
         emit(*runs, "table", out)
+    if headlines is not None and headlines[1]:
+        head_columns, head_rows = headlines
+        shown = [[v[:12] if c == "best_run" and v else v for c, v in zip(head_columns, row)] for row in head_rows]
+        emit(head_columns, shown, "table", out, title="headline metrics: best run and mean over done runs")
 
 
 @app.command()

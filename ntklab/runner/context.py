@@ -75,11 +75,16 @@ class LiveRunContext:
         self.lease_lost = threading.Event()
         self.latest_progress: tuple[int, int] | None = None
         self.last_logged_step: int | None = None
+        self.latest_values: dict[str, tuple[int, float | None]] = {}  # name -> (step, value) of its last step
 
     def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
         now = time.time()
         with self._lock:
-            self._pending.extend(MetricPoint(name, int(step), finite_or_none(v), now) for name, v in values.items())
+            points = [MetricPoint(name, int(step), finite_or_none(v), now) for name, v in values.items()]
+            self._pending.extend(points)
+            for p in points:
+                if p.step >= self.latest_values.get(p.name, (p.step, None))[0]:
+                    self.latest_values[p.name] = (p.step, p.value)
         self.last_logged_step = int(step)
         if len(self._pending) >= FLUSH_POINTS or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()

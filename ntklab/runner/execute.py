@@ -32,6 +32,7 @@ from ntklab.db.queue import (
 )
 from ntklab.db.records import truncate_after
 from ntklab.db.tables import runs
+from ntklab.headline import headline_names
 from ntklab.redaction import redact
 from ntklab.runner.context import LeaseLost, LiveRunContext, StopFlag, read_checkpoint
 from ntklab.runner.heartbeat import Heartbeat
@@ -197,8 +198,15 @@ def _execute_one(engine: Engine, home: Home, planned: PlannedRun, claimed: Claim
     shown = status.value if recorded else "lost"
     log.write(f"{shown} after {seconds:.1f}s{': ' + note if note else ''}")
     log.close()
-    reporter.run_finished(label, shown, seconds, note)
+    reporter.run_finished(label, shown, seconds, note, _headline(planned, plan, ctx))
     return RunOutcome(claimed.key, planned.group, shown, seconds, note)
+
+
+def _headline(planned: PlannedRun, plan: ExperimentPlan, ctx: LiveRunContext) -> dict[str, float | None]:
+    """The last values of the run's headline metrics (ntklab/headline.py)."""
+    figure_metrics = [y for figure in plan.figures.values() for y in figure.y_names]
+    names = headline_names(planned.task, ctx.latest_values, figure_metrics)
+    return {name: ctx.latest_values[name][1] for name in names}
 
 
 def _flush_quietly(ctx: LiveRunContext, log: RunLog) -> None:

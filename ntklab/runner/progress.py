@@ -1,11 +1,16 @@
-"""Progress display: rich bars on a terminal, plain throttled lines otherwise (batch logs)."""
+"""Progress display: rich bars on a terminal, plain throttled lines otherwise (batch logs).
+
+The line of a finished run ends with its headline metrics (ntklab/headline.py)."""
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ntklab.headline import headline_text
 
 PLAIN_INTERVAL_SECONDS = 15.0
 
@@ -14,8 +19,16 @@ class Reporter(Protocol):
     def start(self, total: int) -> None: ...
     def run_started(self, label: str, resumed_from: int | None) -> None: ...
     def run_progress(self, step: int, total: int) -> None: ...
-    def run_finished(self, label: str, status: str, seconds: float, note: str) -> None: ...
+    def run_finished(self, label: str, status: str, seconds: float, note: str,
+                     headline: Mapping[str, float | None] | None = None) -> None: ...
     def close(self) -> None: ...
+
+
+def finished_line(label: str, status: str, seconds: float, note: str,
+                  headline: Mapping[str, float | None] | None) -> str:
+    """`3ae0... mlp: done in 8.5s  test_accuracy 0.9722  test_loss 0.0913` (and the note, if any)."""
+    line = f"{label}: {status} in {seconds:.1f}s{': ' + note if note else ''}"
+    return f"{line}  {headline_text(headline)}" if headline else line
 
 
 class RichReporter:
@@ -42,8 +55,10 @@ class RichReporter:
         if self._steps is not None:
             self._progress.update(self._steps, completed=step, total=total)
 
-    def run_finished(self, label: str, status: str, seconds: float, note: str) -> None:
-        self._progress.console.print(f"{label}: {status} in {seconds:.1f}s{': ' + note if note else ''}")
+    def run_finished(self, label: str, status: str, seconds: float, note: str,
+                     headline: Mapping[str, float | None] | None = None) -> None:
+        self._progress.console.print(finished_line(label, status, seconds, note, headline), markup=False,
+                                     highlight=False)
         self._progress.advance(self._sweep)
 
     def close(self) -> None:
@@ -80,9 +95,10 @@ class PlainReporter:
             self._last = now
             self._print(f"    step {step}/{total}")
 
-    def run_finished(self, label: str, status: str, seconds: float, note: str) -> None:
+    def run_finished(self, label: str, status: str, seconds: float, note: str,
+                     headline: Mapping[str, float | None] | None = None) -> None:
         self._done += 1
-        self._print(f"[{self._done}/{self._total}] {label}: {status} in {seconds:.1f}s{': ' + note if note else ''}")
+        self._print(f"[{self._done}/{self._total}] {finished_line(label, status, seconds, note, headline)}")
 
     def close(self) -> None:
         pass

@@ -5,29 +5,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ntklab.configbase import StrictModel
+from ntklab.headline import best_direction  # noqa: F401 - figures take the direction of `step: best` from here
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
 
 
 Scalar = str | int | float | bool
-
-# Words in a metric name that tell whether larger or smaller values are better, for `step: best`.
-LARGER_IS_BETTER = ("accuracy", "acc", "agreement", "alignment", "auc", "precision", "recall", "f1", "r2", "score")
-SMALLER_IS_BETTER = ("loss", "error", "err", "distance", "dist", "mse", "rmse", "mae", "risk", "nll", "perplexity")
-
-
-def best_direction(metric: str) -> Literal["max", "min"] | None:
-    """`max` for accuracy-like names, `min` for loss/error/distance-like names, None if unclear.
-
-    The name is split at `_`, `/`, `.` and `-`; the last part that is a known word decides, so
-    `test_accuracy` -> max, `fn_distance` -> min, `dist_init_rel` -> min, `accuracy_gap` -> max."""
-    parts = [p for p in metric.lower().replace("/", "_").replace(".", "_").replace("-", "_").split("_") if p]
-    for part in reversed(parts):
-        if part in LARGER_IS_BETTER:
-            return "max"
-        if part in SMALLER_IS_BETTER:
-            return "min"
-    return None
 
 
 class Figure(StrictModel):
