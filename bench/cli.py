@@ -47,7 +47,7 @@ def main() -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         listed = subprocess.run([*ntklab, "query", "-e", "quickstart", "-c", "key", "-f", "json"], env=env,
                                 check=True, capture_output=True, text=True).stdout
-        first = json.loads(listed)[0]["key"][:12]
+        first, second = (r["key"][:12] for r in json.loads(listed)[:2])
         cases = [
             ("python -c pass (floor)", [sys.executable, "-c", "pass"]),
             ("python -c 'import jax' (peer)", [sys.executable, "-c", "import jax"]),
@@ -56,6 +56,7 @@ def main() -> None:
             ("ntklab query -e quickstart", [*ntklab, "query", "-e", "quickstart"]),
             ("ntklab show RUN", [*ntklab, "show", first]),
             ("ntklab logs RUN", [*ntklab, "logs", first]),
+            ("ntklab compare RUN RUN", [*ntklab, "compare", first, second]),
         ]
         rows = [(name, wall(argv, env, args.repeats)) for name, argv in cases]
     floor = min(rows[0][1])

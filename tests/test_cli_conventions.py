@@ -110,11 +110,11 @@ def test_brackets_in_messages_are_printed(tmp_path):
 JAX_FAMILY = ("jax", "jaxlib", "equinox", "optax")
 
 
-@pytest.mark.parametrize("command", ["status", "query", "show", "logs"])
+@pytest.mark.parametrize("command", ["status", "query", "show", "logs", "compare"])
 def test_database_only_commands_do_not_import_jax(probed, command):
     home, keys = probed
     args = {"status": ["status"], "query": ["query", "-e", "conventions"], "show": ["show", keys[0][:8]],
-            "logs": ["logs", keys[0][:8]]}[command]
+            "logs": ["logs", keys[0][:8]], "compare": ["compare", keys[0][:8], keys[1][:8]]}[command]
     result = cli(*args, home=home, check=True, python_options=["-X", "importtime"])
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert imported, "python -X importtime printed nothing"
