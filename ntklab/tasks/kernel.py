@@ -5,11 +5,15 @@ directory artifact `kernel` (ntklab/kernelstore.py). A run killed or stopped par
 without recomputing any finished block: blocks are marked complete in the store itself. The
 network of an empirical kernel is taken at initialization (`seed`) or at the end of an upstream
 train run (`kernel.at`).
+
+With `points: train+test` the kernel's rows are the training set followed by the test set
+(K over all n_train + n_test points, no separate test block): the transductive setting of
+Ortiz-Jiménez et al. 2021, whose eigenfunctions label train and test points alike.
 """
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from ntklab.configbase import StrictModel, non_semantic
 from ntklab.data.config import DataConfig
@@ -18,6 +22,7 @@ from ntklab.tasks.context import RunContext, RunInterrupted
 from ntklab.tasks.train import TrainRunConfig
 
 StorageDtype = Literal["float16", "float32", "float64"]
+Points = Literal["train", "train+test"]
 
 
 class KernelRunConfig(StrictModel):
@@ -26,6 +31,14 @@ class KernelRunConfig(StrictModel):
     data: DataConfig
     kernel: KernelConfig
     test: bool = Field(True, description="also compute K(test, train)")
+    points: Points = Field(
+        "train", description="train: K(train, train) (and K(test, train)); train+test: the kernel of the training "
+        "set followed by the test set, one matrix over every point (transductive), no test block",
+    )
+    outputs: PositiveInt | None = Field(
+        None, description="logits of a network at initialization (default: one per class); 1 for the "
+        "single-logit binary networks of the eigenfunction tasks",
+    )
     storage_dtype: StorageDtype = Field("float32", description="precision of the stored matrix")
     psd_check: bool = Field(False, description="log the extreme eigenvalues of K(train, train) when small enough")
     psd_max_rows: PositiveInt = Field(20_000, description="largest K(train, train) (rows) the PSD check handles")
@@ -39,9 +52,34 @@ class KernelRunConfig(StrictModel):
         2048, "memory for features (Jacobians) of training batches kept across block rows"
     )
 
+    @model_validator(mode="after")
+    def _points_and_outputs(self) -> "KernelRunConfig":
+        if self.points == "train+test" and "test" in self.model_fields_set and self.test:
+            raise ValueError("points: train+test has no separate test block; leave `test` out")
+        if self.outputs is not None and getattr(self.kernel, "at", None) is not None:
+            raise ValueError("`outputs` sets the network at initialization; a kernel `at` a train run has its outputs")
+        return self
+
     def upstream_runs(self) -> dict[str, TrainRunConfig]:
         at = getattr(self.kernel, "at", None)
         return {"at": at} if at is not None else {}
+
+
+def kernel_points(config: KernelRunConfig, dataset):
+    """(x_rows, y_rows, x_test, y_test, indices): the kernel's rows and its test points. With
+    `points: train+test` the rows are x_train then x_test and there is no test part. `indices`
+    lists each row's (split, index in split), split 0 = train, 1 = test."""
+    import numpy as np
+
+    n_train, n_test = len(dataset.x_train), len(dataset.x_test)
+    train_rows = np.stack([np.zeros(n_train, np.int64), np.arange(n_train)], axis=1)
+    if config.points == "train+test":
+        test_rows = np.stack([np.ones(n_test, np.int64), np.arange(n_test)], axis=1)
+        return (np.concatenate([dataset.x_train, dataset.x_test]), np.concatenate([dataset.y_train, dataset.y_test]),
+                dataset.x_test[:0], dataset.y_test[:0], np.concatenate([train_rows, test_rows]))
+    if not config.test:
+        return dataset.x_train, dataset.y_train, dataset.x_test[:0], dataset.y_test[:0], train_rows
+    return dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, train_rows
 
 
 def kernel_setup_for(config: KernelRunConfig, dataset, params: bytes | None, batch_size: int):
@@ -51,7 +89,10 @@ def kernel_setup_for(config: KernelRunConfig, dataset, params: bytes | None, bat
     from ntklab.engine.losses import output_dim
 
     at = getattr(config.kernel, "at", None)
-    out_dim = output_dim(at.train.loss, dataset.num_classes) if at is not None else dataset.num_classes
+    if at is not None:
+        out_dim = output_dim(at.train.loss, dataset.num_classes)
+    else:
+        out_dim = config.outputs or dataset.num_classes
     return KernelSetup(
         input_shape=tuple(dataset.input_shape),
         out_dim=out_dim,
@@ -80,16 +121,18 @@ def run(config: KernelRunConfig, ctx: RunContext) -> None:
         dataset = load_dataset(config.data)
         params = ctx.upstream_artifact("at", "params") if "at" in config.upstream_runs() else None
         directory = ctx.artifact_dir("kernel")
-        x_test = dataset.x_test if config.test else dataset.x_test[:0]
+        x_rows, y_rows, x_test, y_test, _ = kernel_points(config, dataset)
         metadata = {
             "kernel": config.kernel.model_dump(mode="json"),
             "seed": config.seed,
             "data": config.data.model_dump(mode="json"),
             "data_sha256": {
-                "x_train": hashlib.sha256(np.ascontiguousarray(dataset.x_train).tobytes()).hexdigest(),
+                "x_train": hashlib.sha256(np.ascontiguousarray(x_rows).tobytes()).hexdigest(),
                 "x_test": hashlib.sha256(np.ascontiguousarray(x_test).tobytes()).hexdigest(),
             },
-            "indices": {"train": [0, len(dataset.x_train)], "test": [0, len(x_test)]},
+            "indices": {"train": [0, len(x_rows)], "test": [0, len(x_test)]},
+            "points": config.points,
+            "splits": {"train": len(dataset.x_train), "test": len(dataset.x_test)},
             "model_sha256": hashlib.sha256(params).hexdigest() if params is not None else None,
             "compute_dtype": precision,
         }
@@ -101,15 +144,15 @@ def run(config: KernelRunConfig, ctx: RunContext) -> None:
             metadata["scale"] = float(getattr(kernel, "scale", 1.0))
         store = KernelStore.create(
             directory,
-            n_train=len(dataset.x_train),
+            n_train=len(x_rows),
             n_test=len(x_test),
             outputs=kernel.outputs,
             block_size=block_size,
             storage_dtype=config.storage_dtype,
             identity=ctx.run_key,
             metadata=metadata,
-            y_train=dataset.y_train,
-            y_test=dataset.y_test if config.test else dataset.y_test[:0],
+            y_train=y_rows,
+            y_test=y_test,
         )
         total = len(store.blocks("train")) + len(store.blocks("test_train"))
         finished = [len(store.done("train")) + len(store.done("test_train"))]
@@ -120,7 +163,7 @@ def run(config: KernelRunConfig, ctx: RunContext) -> None:
             ctx.progress(finished[0], total)
 
         start = time.perf_counter()
-        report = fill(store, kernel, dataset.x_train, x_test, cache_bytes=config.cache_mb << 20,
+        report = fill(store, kernel, x_rows, x_test, cache_bytes=config.cache_mb << 20,
                       should_stop=ctx.should_stop, on_block=advanced)
         seconds = time.perf_counter() - start
         if report.stopped:

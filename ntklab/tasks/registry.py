@@ -5,7 +5,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from ntklab.tasks import kernel, kernel_error, krr, probe, ridge_cg, train
+from ntklab.tasks import eigen, kernel, kernel_error, krr, probe, ridge_cg, train
 from ntklab.tasks.context import RunContext
 
 RunConfig = Annotated[
@@ -16,6 +16,7 @@ RunConfig = Annotated[
         krr.KRRRunConfig,
         ridge_cg.RidgeCGRunConfig,
         kernel_error.KernelErrorRunConfig,
+        eigen.EigenRunConfig,
     ],
     Field(discriminator="task"),
 ]
@@ -28,6 +29,7 @@ _TASKS = {
     "krr": (krr.KRRRunConfig, krr),
     "ridge_cg": (ridge_cg.RidgeCGRunConfig, ridge_cg),
     "kernel_error": (kernel_error.KernelErrorRunConfig, kernel_error),
+    "eigen": (eigen.EigenRunConfig, eigen),
 }
 
 

@@ -1,0 +1,126 @@
+"""Top-k eigenpairs of a symmetric positive semi-definite kernel matrix, four ways, and the
+summaries of a spectrum.
+
+- `dense_eigenpairs`: LAPACK's symmetric solver (`scipy.linalg.eigh`, the MRRR driver `evr`),
+  only the top k by index when k < n. Time O(n^3) (O(n^2 k) after the tridiagonal reduction),
+  memory the matrix plus its workspace.
+- `operator_eigenpairs`: implicitly restarted Lanczos (ARPACK's `dsaupd` through
+  `scipy.sparse.linalg.eigsh`, which='LA') over any symmetric matrix-vector product: memory the
+  Krylov basis (n x ncv, ncv = max(2k + 1, 20)) plus what the product holds. Ortiz-Jiménez et
+  al. 2021 call eigsh on the dense matrix; here the product streams the kernel from its store one
+  block row at a time (`streamed_matvec`), or never forms it (J(Jᵀv), ntklab/engine/jacobian_products.py).
+  Each product reads the whole store once, so this is for kernels that do not fit in memory:
+  with k << n a few hundred products suffice.
+- `nystrom_eigenpairs`: the Nyström approximation from m landmark rows (Williams & Seeger 2001,
+  the formula of Ortiz-Jiménez et al.): eigenpairs (λ, U) of K_mm, eigenvalues scaled by n/m,
+  eigenvectors extended to every point as sqrt(m/n) [K_mm; K_rest] U Λ⁻¹. With m = n it is exact.
+  The extended vectors are close to, not exactly, unit norm; they are kept as the formula gives them.
+
+Eigenvalues are returned in descending order and eigenvectors as rows (k x n), each with its
+largest-magnitude entry made positive, so a decomposition has one sign whichever solver made it.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    values: np.ndarray  # (k,), descending
+    vectors: np.ndarray  # (k, n), one eigenvector per row
+
+    def __post_init__(self) -> None:
+        if self.vectors.shape[0] != self.values.shape[0]:
+            raise ValueError(f"{self.values.shape[0]} eigenvalues but {self.vectors.shape[0]} eigenvectors")
+
+
+def _spectrum(values: np.ndarray, columns: np.ndarray) -> Spectrum:
+    """Descending order, vectors as rows, fixed signs."""
+    order = np.argsort(values)[::-1]
+    vectors = np.ascontiguousarray(columns[:, order].T)
+    peaks = vectors[np.arange(len(vectors)), np.argmax(np.abs(vectors), axis=1)]
+    vectors *= np.where(peaks < 0, -1.0, 1.0)[:, None].astype(vectors.dtype)
+    return Spectrum(np.asarray(values[order]), vectors)
+
+
+def _check_k(k: int, n: int, most: int) -> None:
+    if not 1 <= k <= most:
+        raise ValueError(f"k = {k} eigenpairs asked of a {n} x {n} kernel; at most {most}")
+
+
+def dense_eigenpairs(matrix: np.ndarray, k: int | None = None) -> Spectrum:
+    """All (k None) or the top-k eigenpairs of a symmetric matrix held in memory."""
+    import scipy.linalg
+
+    n = matrix.shape[0]
+    k = n if k is None else k
+    _check_k(k, n, n)
+    subset = None if k == n else (n - k, n - 1)
+    values, columns = scipy.linalg.eigh(matrix, subset_by_index=subset)
+    return _spectrum(values, columns)
+
+
+def operator_eigenpairs(matvec: Callable[[np.ndarray], np.ndarray], n: int, k: int, dtype=np.float64,
+                        tol: float = 0.0, seed: int = 0) -> Spectrum:
+    """The top-k (largest algebraic) eigenpairs of the symmetric operator v -> matvec(v) on R^n,
+    by implicitly restarted Lanczos; tol 0 is machine precision. The start vector is drawn from
+    `seed`, so a decomposition is reproducible."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    _check_k(k, n, n - 1)
+    operator = LinearOperator((n, n), matvec=lambda v: matvec(np.asarray(v).reshape(-1)), dtype=dtype)
+    start = np.random.default_rng(seed).standard_normal(n).astype(dtype)
+    values, columns = eigsh(operator, k=k, which="LA", tol=tol, v0=start)
+    return _spectrum(values, columns)
+
+
+def streamed_matvec(block_row: Callable[[int, int], np.ndarray], bounds: list[tuple[int, int]], dtype=np.float64
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """v -> K v, reading K one block row at a time: `block_row(start, stop)` returns the rows
+    start..stop of K (all columns). Memory: one block row."""
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        out = np.empty(len(v), dtype)
+        for start, stop in bounds:
+            out[start:stop] = block_row(start, stop) @ v
+        return out
+
+    return matvec
+
+
+def nystrom_eigenpairs(landmarks: np.ndarray, rest: np.ndarray, k: int) -> Spectrum:
+    """Nyström eigenpairs from K_mm (`landmarks`, m x m) and K_rest ((n - m) x m, the other rows
+    against the landmarks): top-k of K_mm, eigenvalues x n/m, vectors sqrt(m/n) [K_mm; K_rest] U Λ⁻¹."""
+    m = landmarks.shape[0]
+    n = m + rest.shape[0]
+    _check_k(k, m, m)
+    small = dense_eigenpairs(landmarks, k)
+    if np.any(small.values <= 0):
+        raise ValueError(f"K_mm has {int(np.sum(small.values <= 0))} non-positive eigenvalues among its top {k}: "
+                         "ask for fewer eigenpairs or more landmarks")
+    basis = small.vectors.T / small.values  # U Λ⁻¹, (m, k)
+    extended = np.concatenate([landmarks @ basis, rest @ basis]) * np.sqrt(m / n)
+    return _spectrum(small.values * (n / m), extended)
+
+
+def spectrum_metrics(values: np.ndarray, trace: float | None = None) -> dict[str, float]:
+    """Summaries of the top eigenvalues: `trace` (of the whole kernel, when given), the
+    `effective_rank` exp(H(p)) with p = λ / Σλ over the eigenvalues given (Roy & Vetterli 2007),
+    the share of the trace they hold (`trace_fraction`), and the exponent α of the least-squares
+    fit log λ_i = c - α log i over i = 1..k (`power_law_exponent`, positive for a decay)."""
+    values = np.asarray(values, np.float64)
+    positive = values[values > 0]
+    metrics: dict[str, float] = {}
+    if trace is not None:
+        metrics["trace"] = float(trace)
+        metrics["trace_fraction"] = float(positive.sum() / trace) if trace > 0 else float("nan")
+    if len(positive):
+        p = positive / positive.sum()
+        metrics["effective_rank"] = float(np.exp(-np.sum(p * np.log(p))))
+    if len(positive) >= 2:
+        index = np.log(np.arange(1, len(positive) + 1))
+        slope = np.polyfit(index, np.log(positive), 1)[0]
+        metrics["power_law_exponent"] = float(-slope)
+    return metrics
