@@ -6,6 +6,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, Field, TypeAdapter
 
 from ntklab.tasks import eigen, kernel, kernel_error, krr, probe, ridge_cg, train
+from ntklab.tasks import train_references  # noqa: F401  (completes TrainRunConfig's data and alignment types)
 from ntklab.tasks.context import RunContext
 
 RunConfig = Annotated[

@@ -7,8 +7,11 @@ the network itself. theta0 is the initialization drawn from `seed`, or, with `ex
 final parameters of another train run (its `params` artifact), which the runner runs first or reuses.
 
 `expansion_point` is a field of the run config rather than of `train`: it holds a whole
-`TrainRunConfig`, which the engine's `TrainConfig` cannot refer to without importing the task layer
-(the self-reference is resolved by `model_rebuild` below).
+`TrainRunConfig`, which the engine's `TrainConfig` cannot refer to without importing the task layer.
+`data` is a dataset config or a dataset derived from an upstream run (`TrainData`,
+ntklab/tasks/derived_data.py) and `alignment` holds an eigen run (ntklab/tasks/alignment.py): both
+refer to task configs that refer back to this one, so they are named here and resolved by
+ntklab/tasks/train_references.py.
 
 With `train.compare_to_full` (default) an expansion also names the network trained from the same
 theta0 (the same config at order 0) as its upstream run `full`, and logs at every evaluation step t
@@ -21,7 +24,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, Field, model_validator
 
 from ntklab.configbase import StrictModel
-from ntklab.data.config import REGRESSION_DATASETS, DataConfig
+from ntklab.data.config import REGRESSION_DATASETS
 from ntklab.engine.config import EXPANSION_DEFAULTS, ModelConfig, TrainConfig
 from ntklab.tasks.context import RunContext, RunDiverged, RunInterrupted
 
@@ -29,9 +32,13 @@ from ntklab.tasks.context import RunContext, RunDiverged, RunInterrupted
 class TrainRunConfig(StrictModel):
     task: Literal["train"]
     seed: int = Field(0, description="seeds the initialization, the batch order and the augmentation")
-    data: DataConfig
+    data: "TrainData" = Field(description="a dataset, or a dataset derived from an upstream run (ntk_eigenfunction)")
     model: ModelConfig
     train: TrainConfig
+    alignment: Optional["AlignmentConfig"] = Field(
+        None, description="kernel alignment metrics: with the eigenvectors of an eigen run after training, and "
+        "kernel-target alignment at every evaluation step (ntklab/tasks/alignment.py)",
+    )
     expansion_point: Optional["TrainRunConfig"] = Field(
         None,
         description="a train run whose final parameters are the starting and expansion point theta0 instead "
@@ -60,15 +67,15 @@ class TrainRunConfig(StrictModel):
 
     def upstream_runs(self) -> dict[str, BaseModel]:
         """The runs this one needs first: the run it expands around, and the network it compares to."""
-        needed: dict[str, BaseModel] = {}
+        needed: dict[str, BaseModel] = dict(getattr(self.data, "upstream_runs", dict)())
+        if self.alignment is not None:
+            needed.update(self.alignment.upstream_runs())
         if self.expansion_point is not None:
             needed["expansion_point"] = self.expansion_point
         if self.train.expansion_order >= 1 and self.train.compare_to_full:
             needed["full"] = self.full_network()
         return needed
 
-
-TrainRunConfig.model_rebuild()
 
 
 def check_inputs(config: TrainRunConfig) -> list[str]:
@@ -77,7 +84,19 @@ def check_inputs(config: TrainRunConfig) -> list[str]:
         from ntklab.data.sources import check_dataset
     except ImportError:  # a data layer without file-based datasets
         return []
-    return list(check_dataset(config.data))
+    source = getattr(config.data, "source", None)
+    return list(check_dataset(source() if source is not None else config.data))
+
+
+def load_run_dataset(data, ctx: RunContext):
+    """The arrays of a run's `data`: a derived dataset builds them from its upstream run."""
+    from ntklab.data.sources import load_dataset
+
+    derived = getattr(data, "load", None)
+    if derived is not None:
+        return derived(ctx)
+    cached = getattr(ctx, "cached", None)
+    return load_dataset(data, cached) if cached is not None else load_dataset(data)
 
 
 def logits_artifact_name(step: int) -> str:
@@ -104,7 +123,6 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
 
     from ntklab.data.augment import augment_batch
     from ntklab.data.batches import batch_indices, steps_per_epoch
-    from ntklab.data.sources import load_dataset
     from ntklab.engine import training
     from ntklab.engine.losses import output_dim
     from ntklab.engine.models import build_model
@@ -112,8 +130,7 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
     from ntklab.engine.taylor import make_forward
 
     train = config.train
-    cached = getattr(ctx, "cached", None)
-    dataset = load_dataset(config.data, cached) if cached is not None else load_dataset(config.data)
+    dataset = load_run_dataset(config.data, ctx)
     n_train = len(dataset.y_train)
     out_dim = output_dim(train.loss, dataset.num_classes)
     model0 = build_model(config.model, dataset.input_shape, out_dim, jax.random.PRNGKey(config.seed))
@@ -121,6 +138,7 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
         model0 = _expansion_point(config, ctx, model0, out_dim, dataset.num_classes)
     forward = make_forward(model0, train.expansion_order, train.linearize_offset)
     compare = train.expansion_order >= 1 and train.compare_to_full
+    alignment = config.alignment.monitor(ctx, dataset) if config.alignment is not None else None
 
     per_epoch = steps_per_epoch(n_train, train.batch_size, train.drop_last)
     total_steps = train.epochs * per_epoch
@@ -172,6 +190,8 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
         if t > 0:
             metrics.update(training.running_means(state))
         metrics.update(training.distance_to_init(state.model, model0))
+        if alignment is not None:
+            metrics.update(alignment.at_evaluation(state.model, forward, t))
         return metrics
 
     start = int(state.step)
@@ -195,6 +215,8 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
         if stopping:
             raise RunInterrupted(f"stopped after step {t} of {total_steps}")
 
+    if alignment is not None:
+        alignment.at_end(state.model, forward)
     ctx.save_artifact(
         "params",
         training.model_to_bytes(state.model),
