@@ -5,7 +5,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from ntklab.tasks import eigen, kernel, kernel_error, krr, probe, ridge_cg, train
+from ntklab.tasks import eigen, kernel, kernel_analysis, kernel_error, krr, probe, ridge_cg, train
 from ntklab.tasks import train_references  # noqa: F401  (completes TrainRunConfig's data and alignment types)
 from ntklab.tasks.context import RunContext
 
@@ -18,6 +18,7 @@ RunConfig = Annotated[
         ridge_cg.RidgeCGRunConfig,
         kernel_error.KernelErrorRunConfig,
         eigen.EigenRunConfig,
+        kernel_analysis.KernelAnalysisRunConfig,
     ],
     Field(discriminator="task"),
 ]
@@ -31,6 +32,7 @@ _TASKS = {
     "ridge_cg": (ridge_cg.RidgeCGRunConfig, ridge_cg),
     "kernel_error": (kernel_error.KernelErrorRunConfig, kernel_error),
     "eigen": (eigen.EigenRunConfig, eigen),
+    "kernel_analysis": (kernel_analysis.KernelAnalysisRunConfig, kernel_analysis),
 }
 
 
