@@ -46,6 +46,7 @@ class Point:
     missing: dict[str, int] = field(default_factory=dict)
     run: str | None = None  # aggregate: none
     step: int | None = None  # aggregate: none with a single step per run
+    best: dict[str, Any] | None = None  # best_over: the winning value of each searched param
 
     @property
     def missing_text(self) -> str:
@@ -62,12 +63,14 @@ def missing_text(missing: dict[str, int]) -> str:
 class Aggregation:
     """The points of one figure (called `name` in messages) on its resolved axes."""
 
-    def __init__(self, conn: Connection, figure: Figure, axes: FigureAxes, name: str):
+    def __init__(self, conn: Connection, figure: Figure, axes: FigureAxes, name: str,
+                 unscored: dict[tuple, Counter] | None = None):
         self.conn = conn
         self.figure = figure
         self.axes = axes
         self.name = name
         self.relative = figure.relative_to is not None
+        self.unscored = unscored or {}
         self.usable_ids: set[int] = set()
 
     def points(self, found: list[FigureRun], usable: list[FigureRun], selection: dict[str, str]) -> list[Point]:
@@ -82,8 +85,11 @@ class Aggregation:
         return points
 
     def absent(self, units: list[FigureRun]) -> dict[tuple, Counter]:
-        """Per point: runs that are not aggregated because they are not done (or lack a baseline)."""
+        """Per point: runs that are not aggregated because they are not done (or lack a baseline),
+        and best_over's replicates without a value of `by`."""
         found: dict[tuple, Counter] = defaultdict(Counter)
+        for key, counts in self.unscored.items():
+            found[key].update(counts)
         for unit in units:
             if unit.status != "done":
                 found[self.axes.point_key(unit.coords)][unit.status] += 1

@@ -30,12 +30,15 @@ class Axis:
 
 @dataclass
 class FigureAxes:
-    """The resolved axes of a figure; `unlogged` lists x/y names no run has logged yet."""
+    """The resolved axes of a figure, with best_over's param keys and its metric `by`; `unlogged`
+    lists x/y/by names no run has logged yet."""
 
     x: Axis
     y: list[Axis]
     series: Axis | None
     facet: Axis | None
+    best_over: list[str] = field(default_factory=list)
+    by: Axis | None = None
     unlogged: list[str] = field(default_factory=list)
 
     @property
@@ -65,7 +68,9 @@ def resolve_axes(figure: Figure, vocabulary: Vocabulary, name: str) -> FigureAxe
 
     axes = FigureAxes(x=axis(figure.x, "x"), series=axis(figure.series, "series") if figure.series else None,
                       facet=axis(figure.facet, "facet") if figure.facet else None,
-                      y=[axis(text, "y") for text in figure.y_names], unlogged=unlogged)
+                      y=[axis(text, "y") for text in figure.y_names],
+                      best_over=[_searched(text, vocabulary, name) for text in figure.best_over or ()],
+                      by=axis(figure.by, "by") if figure.by else None, unlogged=unlogged)
     _check(figure, axes, vocabulary, name)
     return axes
 
@@ -87,14 +92,24 @@ def _axis(text: str, role: str, vocabulary: Vocabulary, figure: str, unlogged: l
         if found.name not in RUN_COLUMNS:
             raise FigureError(figure, f"{role}: {text!r} cannot be plotted; use `group` or a param")
         return Axis(text, "run", found.name)
-    if role in ("x", "y"):
+    if role in ("x", "y", "by"):
         # A metric no run has logged so far: fine while no run is done (checked by the query).
         unlogged.append(text)
         return Axis(text, "metric", text)
     raise FigureError(figure, f"{role}: {text!r} is not a param, run attribute or `group` of any run in the database")
 
 
+def _searched(text: str, vocabulary: Vocabulary, figure: str) -> str:
+    """The key of a best_over param."""
+    found = resolve_name(text, vocabulary)
+    if not isinstance(found, ParamField):
+        raise FigureError(figure, f"best_over: {text!r} is not a param of any run in the database")
+    return found.key
+
+
 def _check(figure: Figure, axes: FigureAxes, vocabulary: Vocabulary, name: str) -> None:
+    if axes.by is not None and axes.by.kind != "metric":
+        raise FigureError(name, f"by: {axes.by.text!r} is not a metric; best_over chooses runs by a metric")
     for role, axis in (("series", axes.series), ("facet", axes.facet)):
         if axis is not None and axis.kind == "metric":
             raise FigureError(name, f"{role}: {axis.text!r} is a metric; series and facets are params or `group`")

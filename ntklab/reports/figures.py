@@ -45,6 +45,7 @@ from ntklab.errors import SpecError, UsageError
 from ntklab.reports.aggregation import Aggregation, Point
 from ntklab.reports.axes import Axis, FigureAxes, FigureError, resolve_axes, value_selection
 from ntklab.reports.baselines import attach_baselines
+from ntklab.reports.best import choose_best
 from ntklab.reports.filters import Vocabulary
 from ntklab.reports.records import differing_params, param_values, params_signature
 from ntklab.reports.selection import FigureRun, select_runs
@@ -184,7 +185,7 @@ class FigureData:
             columns += ["mean", "min", "max"]
         else:
             columns += ["mean", "std"]
-        return columns + ["n", "missing"]
+        return columns + [f"best {text}" for text in self.figure.best_over or ()] + ["n", "missing"]
 
     @property
     def rows(self) -> list[list[Any]]:
@@ -199,6 +200,7 @@ class FigureData:
                 row += [p.mean, p.low, p.high]
             else:
                 row += [p.mean, p.std]
+            row += [(p.best or {}).get(text) for text in self.figure.best_over or ()]
             table.append(row + [p.n, p.missing_text])
         return table
 
@@ -220,6 +222,9 @@ class FigureData:
         text = "; ".join(parts)
         if self.baseline:
             text += f"; {self.baseline}"
+        if self.figure.best_over:
+            text += (f"; per point and seed the run with the best {self.figure.by} over "
+                     f"{', '.join(self.figure.best_over)} (the winning values in the table)")
         spread = {"mean_std": "mean ± sample standard deviation over the runs of each point (seeds)",
                   "mean_minmax": "mean, with min–max over the runs of each point (seeds)",
                   "none": "every run separately"}[self.figure.aggregate]
@@ -256,7 +261,14 @@ def figure_data(conn: Connection, ref: FigureRef) -> FigureData:
             continue
         usable.append(run)
     selection = {a.text: value_selection(figure, a, name) for a in axes.y}
-    points = Aggregation(conn, figure, axes, name).points(found, usable, selection)
+    best = choose_best(conn, figure, axes, usable, name) if figure.best_over is not None else None
+    if best is not None:
+        passed_over = {id(r) for r in usable} - {id(r) for r in best.chosen}
+        found, usable = [r for r in found if id(r) not in passed_over], best.chosen
+    points = Aggregation(conn, figure, axes, name, best.unscored if best else None).points(found, usable, selection)
+    if best is not None:
+        for point in points:
+            point.best = best.winners.get(axes.point_key((point.facet, point.series, point.x)))
     baseline = None
     if figure.relative_to is not None:
         fixed = ", ".join(f"{k}={v}" for k, v in figure.relative_to.items())
@@ -273,7 +285,7 @@ def _pooled(conn: Connection, figure: Figure, axes: FigureAxes, usable: list[Fig
     if figure.aggregate == "none" or len(usable) < 2:
         return []
     ids = sorted({u.run_id for u in usable})
-    ignored = axes.plotted_params() | {"seed"} | set(figure.relative_to or {})
+    ignored = axes.plotted_params() | {"seed"} | set(figure.relative_to or {}) | set(axes.best_over)
     candidates = [k for k in differing_params(conn, ids) if k not in ignored]
     if not candidates:
         return []

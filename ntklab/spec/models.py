@@ -32,6 +32,13 @@ class Figure(StrictModel):
     Baseline runs themselves are left out of the figure. Values are compared, not vectors: a
     distance between two runs' test logits has to be logged as a metric by the run itself.
 
+    best_over: a hyper-parameter search inside each point (Ghorbani et al. take, per noise level,
+    the best of a sweep of the kernel constant, the ridge or the learning rate). The runs of a
+    point that differ only in the `best_over` params are one replicate (one seed); per replicate
+    the run whose metric `by` is best (max or min by `best`, else by the metric's name) is chosen,
+    and the point aggregates the chosen runs, so seeds are averaged after the choice. The table
+    names the winning value of each `best_over` param per point (a list when seeds disagree).
+
     With `group` on an axis, a run that belongs to several groups counts once in each; `where`
     selects runs, so `group in [...]` keeps a selected run's other groups too.
     """
@@ -44,7 +51,9 @@ class Figure(StrictModel):
     facet: str | None = None
     where: str | None = Field(None, description="a filter expression over params and metrics")
     step: Literal["last", "best", "min", "max", "all"] = "last"
-    best: Literal["max", "min"] | None = Field(None, description="for step: best, which direction is better")
+    best: Literal["max", "min"] | None = Field(
+        None, description="for step: best and best_over's `by`, which direction is better"
+    )
     aggregate: Literal["mean_std", "mean_minmax", "none"] = "mean_std"
     log_x: bool | None = None
     log_y: bool | None = None
@@ -52,6 +61,10 @@ class Figure(StrictModel):
     y_label: str | None = None
     relative_to: dict[str, Scalar] | None = Field(None, description="params of the baseline run (cross-run values)")
     relation: Literal["difference", "abs_difference", "ratio"] = "difference"
+    best_over: list[str] | None = Field(
+        None, description="params searched per point: each point shows, per seed, the run best by `by`"
+    )
+    by: str | None = Field(None, description="the metric that chooses the best run for best_over")
 
     @model_validator(mode="before")
     @classmethod
@@ -79,8 +92,22 @@ class Figure(StrictModel):
             raise ValueError("x: step plots every evaluation step; leave `step` out or write step: all")
         if self.step == "all" and self.kind in ("bar", "heatmap"):
             raise ValueError(f"a {self.kind} figure shows one value per run: use step: last, best, min or max")
-        if self.best is not None and self.step != "best":
-            raise ValueError("`best` chooses the direction of step: best; set step: best or remove it")
+        if self.best is not None and self.step != "best" and self.best_over is None:
+            raise ValueError("`best` chooses the direction of step: best (or of best_over's `by`); "
+                             "set step: best or remove it")
+        if (self.best_over is None) != (self.by is None):
+            raise ValueError("best_over and by go together: best_over names the params searched, by the metric "
+                             "that chooses")
+        if self.best_over is not None:
+            if not self.best_over or len(set(self.best_over)) != len(self.best_over):
+                raise ValueError("best_over names one or more distinct params")
+            if self.step == "all":
+                raise ValueError("best_over chooses one run per seed by one value per run: use step: last, best, "
+                                 "min or max")
+            plotted = {self.x, self.series, self.facet} & set(self.best_over)
+            if plotted:
+                raise ValueError(f"best_over: {', '.join(sorted(plotted))} is plotted on an axis; a param is "
+                                 "either plotted or searched")
         axes = [a for a in (self.x, self.series, self.facet) if a is not None]
         if len(set(axes)) != len(axes):
             raise ValueError("x, series and facet must be different fields")
