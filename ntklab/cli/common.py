@@ -11,6 +11,7 @@ Conventions every command follows:
 """
 
 import functools
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -79,6 +80,20 @@ def _print_version(value: bool) -> None:
 def _main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                 help="print the version and exit")] = False) -> None:
     """Declarative experiments on neural tangent kernels, recorded in a database."""
+
+
+LEASE_SECONDS = (5.0, 7 * 86400.0)
+"""The lease range `--lease-seconds` accepts: workers renew it every third of it, so a shorter one
+is lost to an ordinary database stall and two workers take a run from each other over and over."""
+MAX_COUNT = 2**63 - 1
+"""The largest count (`--limit`, `--max-runs`) a command accepts: what the database can store."""
+
+
+def _lease_seconds(value: float) -> float:
+    low, high = LEASE_SECONDS
+    if not (math.isfinite(value) and low <= value <= high):
+        raise typer.BadParameter(f"must be a number of seconds from {low:g} to {high:g}, got {value}")
+    return value
 
 
 class OutputFormat(str, Enum):
@@ -161,6 +176,10 @@ DataRootOption = Annotated[Optional[Path], typer.Option(
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE", help="override a config key in every run (repeatable)")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="output format")]
+LeaseOption = Annotated[float, typer.Option(
+    "--lease-seconds", metavar="SECONDS", callback=_lease_seconds, help="a run whose worker is silent this long is reclaimed")]
+MaxRunsOption = Annotated[int, typer.Option(
+    "--max-runs", min=1, max=MAX_COUNT, help="refuse a spec that expands to more runs than this")]
 SpecGroupOption = Annotated[Optional[list[str]], typer.Option(
     "--group", "-g", metavar="GROUP", help="only this group of the spec, with the upstream runs it needs (repeatable)")]
 SpecArgument = Annotated[Path, typer.Argument(metavar="SPEC", help="experiment spec (YAML)")]

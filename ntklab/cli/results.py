@@ -5,9 +5,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ntklab.cli.common import (DbOption, ExperimentOption, FormatOption, HomeOption, OptionalExperimentArgument,
-                               OutputFormat, RunArgument, app, err, existing_engine, experiment_name, out, reported,
-                               styled)
+from ntklab.cli.common import (MAX_COUNT, DbOption, ExperimentOption, FormatOption, HomeOption,
+                               OptionalExperimentArgument, OutputFormat, RunArgument, app, err, existing_engine,
+                               experiment_name, out, reported, styled)
 from ntklab.errors import UsageError
 
 
@@ -56,7 +56,7 @@ def query(
     status_: Annotated[Optional[list[str]], typer.Option("--status", "-s", metavar="STATUS", help="run status (repeatable)")] = None,
     where: Annotated[Optional[str], typer.Option("--where", "-w", metavar="FILTER", help="filter, e.g. \"model.arch == 'mlp' and test_accuracy > 0.9\"")] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", metavar="COLUMNS", help="comma-separated columns")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="at most this many runs")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", min=1, max=MAX_COUNT, help="at most this many runs")] = None,
     format_: FormatOption = OutputFormat.table,
     db: DbOption = None,
     home: HomeOption = None,

@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
-from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, FormatOption, HomeOption, OutputFormat,
-                               SetOption, SpecArgument, SpecGroupOption, app, err, open_home_engine, out, reported,
-                               sqlite_file_missing, styled)
+from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, FormatOption, HomeOption, LeaseOption,
+                               MaxRunsOption, OutputFormat, SetOption, SpecArgument, SpecGroupOption, app, err,
+                               open_home_engine, out, reported, sqlite_file_missing, styled)
+from ntklab.spec.limits import MAX_RUNS
 
 
 @app.command()
@@ -20,10 +21,10 @@ def run(
     home: HomeOption = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed and diverged runs again")] = False,
     force: Annotated[bool, typer.Option("--force", help="run every run again from scratch, done ones too")] = False,
-    lease_seconds: Annotated[float, typer.Option(metavar="SECONDS",
-                                                 help="a run whose worker is silent this long is reclaimed")] = 60.0,
+    lease_seconds: LeaseOption = 60.0,
     group: SpecGroupOption = None,
     format_: Annotated[OutputFormat, typer.Option("--format", "-f", help="format of the summary at the end")] = OutputFormat.table,
+    max_runs: MaxRunsOption = MAX_RUNS,
 ) -> None:
     """Expand SPEC into runs and execute those not done yet; interrupted runs resume."""
     from ntklab.db.models import RunStatus
@@ -33,7 +34,7 @@ def run(
     from ntklab.spec.load import check_inputs, load_spec, select_groups
     from ntklab.tasks import registry
 
-    plan = select_groups(load_spec(spec, set_ or [], tasks=registry), group or [])
+    plan = select_groups(load_spec(spec, set_ or [], tasks=registry, max_runs=max_runs), group or [])
     check_inputs(plan, registry)
     engine, store = open_home_engine(db, home, create=True)
     options = ExecuteOptions(retry_failed=retry_failed, force=force, lease=timedelta(seconds=lease_seconds))
@@ -119,6 +120,7 @@ def plan(
     show: Annotated[bool, typer.Option("--show", help="list every run with the params that vary")] = False,
     group: SpecGroupOption = None,
     format_: FormatOption = OutputFormat.table,
+    max_runs: MaxRunsOption = MAX_RUNS,
 ) -> None:
     """Show the runs SPEC expands into and which of them are new, done, failed or running.
 
@@ -128,7 +130,7 @@ def plan(
     from ntklab.spec.load import load_spec, select_groups
     from ntklab.tasks import registry
 
-    loaded = select_groups(load_spec(spec, set_ or [], tasks=registry), group or [])
+    loaded = select_groups(load_spec(spec, set_ or [], tasks=registry, max_runs=max_runs), group or [])
     engine = None if sqlite_file_missing(db, home) else open_home_engine(db, home, create=False)[0]
     listing = None
     if show:

@@ -12,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from ntklab.configbase import StrictModel, non_semantic
+from ntklab.configbase import Seed, StrictModel, non_semantic
 
 Augment = Literal["none", "crop_flip"]
 AUGMENT_DESCRIPTION = (
@@ -35,7 +35,7 @@ class HighFrequencyNoise(StrictModel):
         None, description="mask radius around the highest-frequency corner (default side - 1: 600 of 784 "
         "coefficients on 28x28, 782 of 1024 on 32x32, 45 of 64 on 8x8)"
     )
-    seed: int = Field(2048, description="seeds the noise (train and test draw from separate streams)")
+    seed: Seed = Field(2048, description="seeds the noise (train and test draw from separate streams)")
 
 
 class LowFrequencyNoise(StrictModel):
@@ -48,7 +48,7 @@ class LowFrequencyNoise(StrictModel):
         description="side of the replaced block; the paper's grids: FMNIST 1, 3, ..., 27; "
         "CIFAR-10 0, 4, 8, 12, 14, 17, 19, 20, 22, 24, 25, 27, 28, 29, 30"
     )
-    seed: int = Field(2048, description="seeds the noise (train and test draw from separate streams)")
+    seed: Seed = Field(2048, description="seeds the noise (train and test draw from separate streams)")
     standardize_after: bool = Field(
         False, description="per-channel standardization with training statistics after the noise (Ghorbani's CIFAR-10)"
     )
@@ -69,7 +69,7 @@ class DigitsData(StrictModel):
 
     dataset: Literal["digits"]
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="share of the samples held out, stratified")
-    split_seed: int = Field(0, description="seed of the deterministic stratified train/test split")
+    split_seed: Seed = Field(0, description="seed of the deterministic stratified train/test split")
     n_train: PositiveInt | None = Field(None, description="stratified subsample of the training split")
     n_test: PositiveInt | None = Field(None, description="stratified subsample of the test split")
     standardize: bool = Field(True, description="per-channel standardization with training statistics")
@@ -89,7 +89,7 @@ class SyntheticData(StrictModel):
     )
     num_classes: int = Field(2, ge=2)
     label_noise: float = Field(0.0, ge=0.0, le=1.0, description="share of labels replaced by uniform ones")
-    data_seed: int = 0
+    data_seed: Seed = 0
     augment: Augment = Field("none", description=AUGMENT_DESCRIPTION)
 
     @model_validator(mode="after")
@@ -123,9 +123,9 @@ class SpikedData(StrictModel):
     n_train: PositiveInt = 1_048_576
     n_test: PositiveInt = 10_000
     degrees: list[Annotated[int, Field(ge=1)]] = Field([2, 3, 4], min_length=1)
-    train_seed: int = 145
-    test_seed: int = 2
-    coefficient_seed: int = 14
+    train_seed: Seed = 145
+    test_seed: Seed = 2
+    coefficient_seed: Seed = 14
     target_noise: NonNegativeFloat = Field(
         0.0, description="std of Gaussian noise added to train and test targets (the best risk is its square)"
     )
@@ -146,7 +146,7 @@ class _FileImageData(StrictModel):
     root: str | None = non_semantic(None, ROOT_DESCRIPTION)
     n_train: PositiveInt | None = Field(None, description="stratified subsample of the training split")
     n_test: PositiveInt | None = Field(None, description="stratified subsample of the test split")
-    subsample_seed: int = Field(0, description="seed of the stratified subsamples")
+    subsample_seed: Seed = Field(0, description="seed of the stratified subsamples")
     normalize: Normalize = Field("standardize", description=NORMALIZE_DESCRIPTION)
     noise: Noise | None = Field(None, description=NOISE_DESCRIPTION)
     augment: Augment = Field("none", description=AUGMENT_DESCRIPTION)

@@ -19,13 +19,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ntklab.errors import Problem, SpecError
 from ntklab.identity import run_key
+from ntklab.spec.limits import INTEGER_RANGE, MAX_RUNS, MAX_SPEC_BYTES
 from ntklab.spec.models import NAME_PATTERN, Figure, SpecFile
-from ntklab.spec.sweep import Point, expand_sweep, mapping_assignments, split_key
+from ntklab.spec.sweep import Point, expand_sweep, mapping_assignments, split_key, sweep_size
 from ntklab.spec.tree import DISCRIMINATORS, ConfigTree, Source
 from ntklab.spec.yaml_source import SourcedYaml, parse_scalar, parse_yaml
 
 MAX_PROBLEMS = 25
-MAX_SPEC_BYTES = 1 << 20
 FIGURE_AXES = ("x", "series", "facet")
 FIGURE_BUILTINS = frozenset({"step", "group", "seed"})
 
@@ -80,7 +80,10 @@ def parse_override(text: str) -> Override:
     return Override(split_key(key), parse_scalar(value, f"--set {text}"), text)
 
 
-def load_spec(path: str | FilePath, overrides: Sequence[str] = (), *, tasks: TaskRegistry) -> ExperimentPlan:
+def load_spec(path: str | FilePath, overrides: Sequence[str] = (), *, tasks: TaskRegistry,
+              max_runs: int = MAX_RUNS) -> ExperimentPlan:
+    """The runs of the spec at `path` with `overrides` (`KEY=VALUE`) applied; a spec that expands
+    to more than `max_runs` runs is refused before it is expanded."""
     file = str(path)
     try:
         size = FilePath(path).stat().st_size
@@ -101,6 +104,8 @@ def load_spec(path: str | FilePath, overrides: Sequence[str] = (), *, tasks: Tas
     except ValidationError as err:
         raise SpecError(_problems_at(err, doc, ())) from None
     parsed_overrides = [parse_override(o) for o in overrides]
+    _check_integers(doc, parsed_overrides)
+    _check_size(spec, doc, max_runs)
     runs, duplicates = _expand(spec, doc, parsed_overrides, tasks)
     _check_figures(spec, doc, runs)
     return ExperimentPlan(
@@ -135,6 +140,46 @@ def select_groups(plan: ExperimentPlan, groups: Sequence[str]) -> ExperimentPlan
                 needed.add(key)
                 frontier.append(key)
     return dataclasses.replace(plan, runs=[r for r in plan.runs if r.key in needed])
+
+
+def _check_integers(doc: SourcedYaml, overrides: list[Override]) -> None:
+    """Integers outside INTEGER_RANGE, anywhere in the spec or an override: the database and the
+    engine could not take them, and they would fail only when a run starts."""
+    low, high = INTEGER_RANGE
+    problems = []
+
+    def visit(value: Any, path: tuple, where: str | None) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, path + (key,), where)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                visit(item, path + (i,), where)
+        elif isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+            message = f"the integer {value} is outside the range {low} to {high}"
+            if where is None:
+                problems.append(Problem(doc.file, doc.line_of(path), ".".join(map(str, path)), message))
+            else:
+                problems.append(Problem("--set", None, ".".join(map(str, path)), f"{message}, from {where}"))
+
+    visit(doc.value, (), None)
+    for o in overrides:
+        visit(o.value, o.key, f"--set {o.text}")
+    if problems:
+        raise SpecError(_dedupe(problems))
+
+
+def _check_size(spec: SpecFile, doc: SourcedYaml, max_runs: int) -> None:
+    """Refuse a spec of more than `max_runs` runs, naming the line of its largest sweep."""
+    shared = sweep_size(spec.sweep)
+    sizes = {g: sweep_size(body.get("sweep")) for g, body in spec.groups.items()}
+    total = shared * sum(sizes.values())
+    if total > max_runs:
+        largest = max(sizes, key=sizes.get)
+        where = ("sweep",) if shared >= sizes[largest] else ("groups", largest, "sweep")
+        raise SpecError([Problem(doc.file, doc.line_of(where), ".".join(where),
+                                 f"the spec expands to {total:,} runs, more than the limit of {max_runs:,}; "
+                                 f"pass --max-runs {total} to plan them")])
 
 
 def _expand(spec: SpecFile, doc: SourcedYaml, overrides: list[Override],

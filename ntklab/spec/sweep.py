@@ -6,6 +6,7 @@ A point is a list of assignments `(key path, value, yaml path of the value)`. Do
 """
 
 import itertools
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,22 @@ def expand_sweep(sweep: Any, source: Path, doc: SourcedYaml) -> list[Point]:
         check_disjoint(point, doc)
         points.append(point)
     return points
+
+
+def sweep_size(sweep: Any) -> int:
+    """How many points `expand_sweep` gives for `sweep`, counted without expanding it. A malformed
+    part counts as one point: expanding it reports the problem."""
+    if not isinstance(sweep, dict):
+        return 1
+    size = 1
+    for kind in SWEEP_PARTS:
+        body = sweep.get(kind)
+        if kind == "cases" and isinstance(body, list):
+            size *= max(1, sum(sweep_size(c.get("sweep")) if isinstance(c, dict) else 1 for c in body))
+        elif isinstance(body, dict) and body and all(isinstance(v, list) for v in body.values()):
+            lengths = [len(v) for v in body.values()]
+            size *= max(1, math.prod(lengths) if kind == "grid" else max(lengths))
+    return size
 
 
 def _keyed(kind: str, body: Any, here: Path, problem) -> list[Point]:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ntklab.errors import Problem, SpecError
+from ntklab.spec.limits import MAX_DEPTH, MAX_VALUES
 
 Path = tuple[Hashable, ...]
 
@@ -55,12 +56,6 @@ class SourcedYaml:
         return None
 
 
-MAX_VALUES = 200_000
-"""The most values (mappings, lists and scalars, each alias counted as often as it is expanded) a
-spec may hold: nested aliases (`b: [*a, *a]`, `c: [*b, *b]`, ...) double at every level, and a
-few lines would otherwise take minutes and gigabytes to expand."""
-MAX_DEPTH = 100
-"""The deepest nesting of mappings and lists a spec may have."""
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 

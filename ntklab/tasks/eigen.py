@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from ntklab.configbase import StrictModel, non_semantic
+from ntklab.configbase import Seed, StrictModel, non_semantic
 from ntklab.tasks.context import RunContext
 from ntklab.tasks.kernel import KernelRunConfig
 
@@ -41,7 +41,7 @@ class EigenRunConfig(StrictModel):
     k: PositiveInt | None = Field(None, description="eigenpairs kept, largest first (default: all, dense only)")
     landmarks: PositiveInt | None = Field(None, description="nystrom: the number m of landmark points (the first m)")
     vectors_dtype: Literal["float32", "float64"] = Field("float32", description="precision of the saved eigenvectors")
-    seed: int = Field(0, description="the Lanczos start vector")
+    seed: Seed = Field(0, description="the Lanczos start vector")
     batch_size: PositiveInt = non_semantic(256, "implicit: examples per JVP/VJP call")
 
     @model_validator(mode="after")

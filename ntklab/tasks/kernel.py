@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from ntklab.configbase import StrictModel, non_semantic
+from ntklab.configbase import Seed, StrictModel, non_semantic
 from ntklab.data.config import DataConfig
 from ntklab.tasks.kernel_config import KernelConfig
 from ntklab.tasks.context import RunContext, RunInterrupted
@@ -27,7 +27,7 @@ Points = Literal["train", "train+test"]
 
 class KernelRunConfig(StrictModel):
     task: Literal["kernel"]
-    seed: int = Field(0, description="seeds the network's initialization (kernels at init)")
+    seed: Seed = Field(0, description="seeds the network's initialization (kernels at init)")
     data: DataConfig
     kernel: KernelConfig
     test: bool = Field(True, description="also compute K(test, train)")

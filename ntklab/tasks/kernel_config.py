@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, PositiveInt, model_validator
 
-from ntklab.configbase import StrictModel, non_semantic
+from ntklab.configbase import Seed, StrictModel, non_semantic
 from ntklab.engine.config import ANALYTIC_ACTIVATIONS, ANALYTIC_ARCHS, ANALYTIC_PARAMETERIZATIONS, ModelConfig
 from ntklab.tasks.train import TrainRunConfig
 
@@ -113,7 +113,7 @@ class RandomFeaturesKernel(StrictModel):
     activation: Literal["relu", "erf"] = "relu"
     intercept: bool = False
     normalize: bool = True
-    seed: int = 0
+    seed: Seed = 0
     dtype: ComputeDtype = Field("float32", description="precision of the features and their products")
     chunk: PositiveInt = non_semantic(16384, "features drawn and added per compiled call")
 

@@ -11,13 +11,13 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
-from ntklab.configbase import StrictModel, non_semantic
+from ntklab.configbase import Seed, StrictModel, non_semantic
 from ntklab.tasks.context import RunContext, RunDiverged, RunInterrupted
 
 
 class ProbeRunConfig(StrictModel):
     task: Literal["probe"]
-    seed: int = 0
+    seed: Seed = 0
     steps: PositiveInt = 10
     metrics_per_step: PositiveInt = Field(1, description="how many metric series to log")
     fail_at_step: NonNegativeInt | None = Field(None, description="raise an error at this step")

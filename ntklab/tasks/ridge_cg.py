@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from ntklab.configbase import StrictModel, non_semantic
+from ntklab.configbase import Seed, StrictModel, non_semantic
 from ntklab.data.config import DataConfig
 from ntklab.engine.config import ModelConfig
 from ntklab.tasks.context import RunContext, RunInterrupted
@@ -24,7 +24,7 @@ from ntklab.tasks.context import RunContext, RunInterrupted
 
 class RidgeCGRunConfig(StrictModel):
     task: Literal["ridge_cg"]
-    seed: int = Field(0, description="seeds the initialization θ0 (the fixed features of rf and nt)")
+    seed: Seed = Field(0, description="seeds the initialization θ0 (the fixed features of rf and nt)")
     data: DataConfig
     model: ModelConfig
     ridge: NonNegativeFloat = Field(description="λ, used as is in the normal equations (Ghorbani's CG path)")

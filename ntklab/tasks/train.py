@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, model_validator
 
-from ntklab.configbase import StrictModel
+from ntklab.configbase import Seed, StrictModel
 from ntklab.data.config import REGRESSION_DATASETS
 from ntklab.engine.config import EXPANSION_DEFAULTS, ModelConfig, TrainConfig
 from ntklab.tasks.context import RunContext, RunDiverged, RunInterrupted
@@ -31,7 +31,7 @@ from ntklab.tasks.context import RunContext, RunDiverged, RunInterrupted
 
 class TrainRunConfig(StrictModel):
     task: Literal["train"]
-    seed: int = Field(0, description="seeds the initialization, the batch order and the augmentation")
+    seed: Seed = Field(0, description="seeds the initialization, the batch order and the augmentation")
     data: "TrainData" = Field(description="a dataset, or a dataset derived from an upstream run (ntk_eigenfunction)")
     model: ModelConfig
     train: TrainConfig
