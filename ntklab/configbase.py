@@ -1,11 +1,12 @@
-"""The pydantic base every config model derives from, the marker for keys outside run identity, and
-the seed type."""
+"""The pydantic base every config model derives from, the markers for keys outside run identity,
+and the seed type."""
 
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 NON_SEMANTIC = "non_semantic"
+ADDED = "added"
 
 
 class StrictModel(BaseModel):
@@ -27,3 +28,14 @@ def non_semantic(default: Any, description: str) -> Any:
     Such fields are left out of the run's identity hash, so changing them never re-runs anything.
     """
     return Field(default, description=description, json_schema_extra={NON_SEMANTIC: True})
+
+
+def added_field(default: Any, description: str, **constraints: Any) -> Any:
+    """A field added after runs were recorded without it, whose default does what those runs did.
+
+    While it holds its default it is left out of the run's identity hash, so every run recorded
+    before the field existed keeps its key (and is not run again); any other value is part of the
+    identity. Every field added to a run config after version 0.1.0 is declared this way
+    (tests/test_identity_stable.py checks the keys of runs recorded then).
+    """
+    return Field(default, description=description, json_schema_extra={ADDED: True}, **constraints)

@@ -1,7 +1,8 @@
 """Run identity: sha256 of the canonical JSON of the validated, fully defaulted config.
 
 Fields marked non-semantic (`configbase.non_semantic`) are left out, so changing how often a run
-checkpoints never makes it a different run. The scheme is versioned: a change to it bumps
+checkpoints never makes it a different run; fields added later (`configbase.added_field`) are left
+out while they hold their default, so adding an option never changes the keys of recorded runs. The scheme is versioned: a change to it bumps
 HASH_VERSION, which changes every key rather than silently colliding with old ones.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ntklab.configbase import NON_SEMANTIC
+from ntklab.configbase import ADDED, NON_SEMANTIC
 
 HASH_VERSION = 1
 
@@ -26,13 +27,25 @@ def _non_semantic_fields(model_class: type[BaseModel]) -> frozenset[str]:
     )
 
 
+@functools.cache
+def _added_fields(model_class: type[BaseModel]) -> dict[str, Any]:
+    """The fields marked `added_field`, with their defaults."""
+    return {
+        name: info.get_default(call_default_factory=True) for name, info in model_class.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(ADDED)
+    }
+
+
 def _prune(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
     skipped = _non_semantic_fields(type(model))
+    added = _added_fields(type(model))
     kept = {}
     for name, value in dumped.items():
         if name in skipped:
             continue
         attr = getattr(model, name)
+        if name in added and attr == added[name]:
+            continue
         if isinstance(attr, BaseModel):
             value = _prune(attr, value)
         elif isinstance(attr, (list, tuple)) and attr and isinstance(attr[0], BaseModel):

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from ntklab.configbase import Seed, StrictModel, non_semantic
+from ntklab.configbase import Seed, StrictModel, added_field, non_semantic
 from ntklab.data.config import DataConfig
 from ntklab.tasks.kernel_config import KernelConfig
 from ntklab.tasks.context import RunContext, RunInterrupted
@@ -31,11 +31,11 @@ class KernelRunConfig(StrictModel):
     data: DataConfig
     kernel: KernelConfig
     test: bool = Field(True, description="also compute K(test, train)")
-    points: Points = Field(
+    points: Points = added_field(
         "train", description="train: K(train, train) (and K(test, train)); train+test: the kernel of the training "
         "set followed by the test set, one matrix over every point (transductive), no test block",
     )
-    outputs: PositiveInt | None = Field(
+    outputs: PositiveInt | None = added_field(
         None, description="logits of a network at initialization (default: one per class); 1 for the "
         "single-logit binary networks of the eigenfunction tasks",
     )

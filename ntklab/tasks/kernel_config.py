@@ -98,7 +98,10 @@ class ClosedFormKernel(StrictModel):
 
     @model_validator(mode="after")
     def _polynomial_fields(self) -> "ClosedFormKernel":
-        if self.which != "polynomial" and self.model_fields_set & {"degree", "c"}:
+        # By value, not by which keys were given: a stored config (every default written out) must
+        # validate again when a worker reads it back from the database.
+        defaults = {name: type(self).model_fields[name].default for name in ("degree", "c")}
+        if self.which != "polynomial" and {"degree": self.degree, "c": self.c} != defaults:
             raise ValueError("degree and c are parameters of the polynomial kernel only")
         return self
 

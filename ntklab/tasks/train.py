@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, model_validator
 
-from ntklab.configbase import Seed, StrictModel
+from ntklab.configbase import Seed, StrictModel, added_field
 from ntklab.data.config import REGRESSION_DATASETS
 from ntklab.engine.config import EXPANSION_DEFAULTS, ModelConfig, TrainConfig
 from ntklab.tasks.context import RunContext, RunDiverged, RunInterrupted
@@ -35,7 +35,7 @@ class TrainRunConfig(StrictModel):
     data: "TrainData" = Field(description="a dataset, or a dataset derived from an upstream run (ntk_eigenfunction)")
     model: ModelConfig
     train: TrainConfig
-    alignment: Optional["AlignmentConfig"] = Field(
+    alignment: Optional["AlignmentConfig"] = added_field(
         None, description="kernel alignment metrics: with the eigenvectors of an eigen run after training, and "
         "kernel-target alignment at every evaluation step (ntklab/tasks/alignment.py)",
     )
