@@ -2,8 +2,9 @@
 
 Fields marked non-semantic (`configbase.non_semantic`) are left out, so changing how often a run
 checkpoints never makes it a different run; fields added later (`configbase.added_field`) are left
-out while they hold their default, so adding an option never changes the keys of recorded runs. The scheme is versioned: a change to it bumps
-HASH_VERSION, which changes every key rather than silently colliding with old ones.
+out while they hold their default, so adding an option never changes the keys of recorded runs.
+The scheme is versioned: a change to it bumps HASH_VERSION, which changes every key rather than
+silently colliding with old ones.
 """
 
 import functools
