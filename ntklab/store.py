@@ -5,6 +5,7 @@ process or a full disk never leaves a half-written artifact or checkpoint behind
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -67,6 +68,11 @@ class Home:
 
     def log_path(self, run_key: str) -> Path:
         return self.root / "logs" / f"{run_key}.log"
+
+    def forget_run_files(self, run_key: str) -> None:
+        """Delete a run's checkpoint and directory artifacts: it starts again from scratch."""
+        shutil.rmtree(self.checkpoint_path(run_key).parent, ignore_errors=True)
+        shutil.rmtree(self.run_dir(run_key), ignore_errors=True)
 
 
 def directory_manifest(path: Path) -> tuple[int, str]:

@@ -47,6 +47,18 @@ def duration_text(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def size_text(size: int) -> str:
+    """`512 B`, `3.4 KiB`, `1.2 GiB`."""
+    if size < 1024:
+        return f"{size} B"
+    value, unit = float(size), "B"
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit}"
+
+
 def records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts (timestamps in ISO format, NaN and infinities as None)."""
     return [{c: _plain(v) for c, v in zip(columns, row)} for row in rows]

@@ -90,8 +90,7 @@ def enqueue_plan(engine: Engine, plan: ExperimentPlan, options: ExecuteOptions, 
         reset_ids = set(reset(conn, list(ids.values()), restart)) if restart else set()
     for key, run_id in ids.items():
         if run_id in reset_ids:
-            shutil.rmtree(home.checkpoint_path(key).parent, ignore_errors=True)
-            shutil.rmtree(home.run_dir(key), ignore_errors=True)
+            home.forget_run_files(key)
     return ids
 
 
