@@ -1,13 +1,16 @@
-"""Runner benchmarks: planning a 10,000-run sweep, the runner's per-run bookkeeping with a no-op
-task, and `query` latency over 10,000 runs with 1,000 metric steps each, on SQLite.
+"""Runner benchmarks: planning a 10,000-run sweep, planning 100,000 runs (the default --max-runs)
+with the CLI's time and peak memory, refusing a 1,000,000-run sweep, the runner's per-run
+bookkeeping with a no-op task, and `query` latency over 10,000 runs with 1,000 metric steps each,
+on SQLite.
 
-    python bench/runner.py [--runs 10000] [--steps 1000] [--noop-runs 500] [--workdir DIR]
+    python bench/runner.py [--runs 10000] [--limit-runs 100000] [--steps 1000] [--noop-runs 500] [--workdir DIR]
 
 Prints one table: each measurement, its target and the ratio of measured to target (below 1 is
 within target). Run by hand, not by CI; a full run takes a few minutes on 2 cores.
 """
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -81,6 +84,27 @@ def bench_plan(work: Path, runs: int) -> list[tuple]:
     ]
 
 
+def bench_limit(work: Path, runs: int) -> list[tuple]:
+    """`ntklab plan` of `runs` runs (time and peak resident memory of the command: it is the first
+    child process, so RUSAGE_CHILDREN is its own), and of a sweep ten times larger, which is refused
+    before it is expanded."""
+    rows = []
+    for count, flags in ((runs, ["--max-runs", str(runs)]), (runs * 10, ["--max-runs", str(runs)])):
+        spec = work / f"limit{count}.yaml"
+        spec.write_text(SWEEP_SPEC.format(seeds=list(range(count // 100))).replace("bench_plan", "bench_limit"))
+        cli = [sys.executable, "-m", "ntklab", "plan", str(spec), "--db", f"sqlite:///{work / 'limit.db'}", *flags]
+        seconds, result = timed(lambda: subprocess.run(cli, capture_output=True, text=True))
+        if count == runs:
+            assert result.returncode == 0, result.stderr
+            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            rows += [(f"`ntklab plan` CLI, {count:,} runs, empty database", seconds, 5.0),
+                     ("peak resident memory of that command (MB)", peak_mb, 500.0)]
+        else:
+            assert result.returncode == 2 and "more than the limit" in result.stderr, result.stderr
+            rows.append((f"`ntklab plan` refusing a {count:,}-run sweep", seconds, 2.0))
+    return rows
+
+
 def bench_noop(work: Path, runs: int) -> list[tuple]:
     spec = work / "noop.yaml"
     spec.write_text(NOOP_SPEC.format(seeds=list(range(runs))))
@@ -137,6 +161,7 @@ def bench_query(work: Path, runs: int, steps: int) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--limit-runs", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=1_000)
     parser.add_argument("--noop-runs", type=int, default=500)
     parser.add_argument("--workdir", type=Path)
@@ -144,8 +169,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        rows = bench_plan(work, args.runs) + bench_noop(work, args.noop_runs) + bench_query(work, args.runs, args.steps)
-    print(f"{'measurement':<78} {'seconds':>9} {'target':>7} {'ratio':>6}")
+        rows = (bench_limit(work, args.limit_runs) + bench_plan(work, args.runs) + bench_noop(work, args.noop_runs)
+                + bench_query(work, args.runs, args.steps))
+    print(f"{'measurement (seconds unless named)':<78} {'value':>9} {'target':>7} {'ratio':>6}")
     for name, seconds, target in rows:
         ratio = f"{seconds / target:6.2f}" if target else "     -"
         print(f"{name:<78} {seconds:9.3f} {target if target else '-':>7} {ratio}")

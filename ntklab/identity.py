@@ -44,13 +44,16 @@ def _prune(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
     for name, value in dumped.items():
         if name in skipped:
             continue
-        attr = getattr(model, name)
-        if name in added and attr == added[name]:
+        if name in added and getattr(model, name) == added[name]:
             continue
-        if isinstance(attr, BaseModel):
-            value = _prune(attr, value)
-        elif isinstance(attr, (list, tuple)) and attr and isinstance(attr[0], BaseModel):
-            value = [_prune(a, v) for a, v in zip(attr, value)]
+        if isinstance(value, dict):  # only mappings and lists of them can be models: scalars are kept as they are
+            attr = getattr(model, name)
+            if isinstance(attr, BaseModel):
+                value = _prune(attr, value)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            attr = getattr(model, name)
+            if isinstance(attr[0], BaseModel):
+                value = [_prune(a, v) for a, v in zip(attr, value)]
         kept[name] = value
     return kept
 

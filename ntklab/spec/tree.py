@@ -15,13 +15,16 @@ Source = Path | str  # a path in the spec file, or the text of a command-line ov
 
 
 class ConfigTree:
+    """Copies share the mappings neither has assigned into: `assign` copies each mapping on its
+    path before changing it, so a sweep point costs what it changes, not the size of the config."""
+
     def __init__(self) -> None:
         self.value: dict[str, Any] = {}
         self.sources: dict[tuple[str, ...], Source] = {}
 
     def copy(self) -> "ConfigTree":
         other = ConfigTree()
-        other.value = _copy_plain(self.value)
+        other.value = dict(self.value)
         other.sources = dict(self.sources)
         return other
 
@@ -30,7 +33,9 @@ class ConfigTree:
         parent = self.value
         for i, part in enumerate(key[:-1]):
             child = parent.get(part)
-            if not isinstance(child, dict):
+            if isinstance(child, dict):
+                child = parent[part] = dict(child)
+            else:
                 child = parent[part] = {}
                 self._forget(key[: i + 1])
                 self.sources[key[: i + 1]] = source
