@@ -4,7 +4,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from ntklab.configbase import StrictModel, non_semantic
+from ntklab.configbase import StrictModel, added_field, non_semantic
 
 Activation = Literal["relu", "erf", "gelu", "tanh", "swish", "softplus"]
 Parameterization = Literal["standard", "ntk", "taylor", "mean_field"]
@@ -249,6 +249,31 @@ ScheduleConfig = Annotated[
 EXPANSION_DEFAULTS = {"linearize_offset": True, "compare_to_full": True}
 
 
+class StopWhen(StrictModel):
+    """Stop training at the first evaluation step whose `metric` is above (or below) a value."""
+
+    metric: str = Field(
+        description="a metric logged at evaluation steps: running_accuracy (the training batches' accuracy since "
+        "the last evaluation, ntkgen's criterion), train_accuracy, test_accuracy, test_loss, ..."
+    )
+    above: float | None = Field(None, description="stop once the metric is greater than this")
+    below: float | None = Field(None, description="stop once the metric is less than this")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "StopWhen":
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of `above` and `below`")
+        return self
+
+    def reason(self, value: float) -> str | None:
+        """Why training stops at a step where the metric has `value`, or None to go on."""
+        if self.above is not None and value > self.above:
+            return f"{self.metric} {value:.6g} > {self.above:g}"
+        if self.below is not None and value < self.below:
+            return f"{self.metric} {value:.6g} < {self.below:g}"
+        return None
+
+
 class TrainConfig(StrictModel):
     """Mini-batch training. Batches are a pure function of (seed, epoch, step): each epoch is a
     permutation of the training set drawn from the run seed and the epoch number, and the
@@ -281,6 +306,10 @@ class TrainConfig(StrictModel):
     )
     linearize_offset: bool = Field(
         True, description="include f(theta0) in the expansion (False: f_k - f(theta0), zero output at the start)"
+    )
+    stop_when: StopWhen | None = added_field(
+        None, "stop at the first evaluation step that meets this (metric, above/below), e.g. "
+        "{metric: running_accuracy, above: 0.995}; the step and the reason are recorded",
     )
     compare_to_full: bool = Field(
         True,

@@ -26,7 +26,8 @@ from ntklab.engine.taylor import Network
 
 class TrainState(eqx.Module):
     """The model and optimizer state, the number of steps taken, and sums over the steps since the
-    last evaluation (batch loss, gradient norm, and how many steps they cover)."""
+    last evaluation (batch loss, gradient norm, how many steps they cover, and on class labels the
+    training examples classified correctly out of those seen)."""
 
     model: eqx.Module
     opt_state: optax.OptState
@@ -34,10 +35,14 @@ class TrainState(eqx.Module):
     batch_loss_sum: jax.Array
     grad_norm_sum: jax.Array
     summed_steps: jax.Array
+    correct_sum: jax.Array
+    seen_sum: jax.Array
 
 
-def _zero_sums() -> tuple[jax.Array, jax.Array, jax.Array]:
-    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+def _zero_sums() -> tuple[jax.Array, ...]:
+    """Zeros for the running sums, in TrainState's order from `batch_loss_sum` on."""
+    return (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def init_train_state(model: eqx.Module, optimizer: optax.GradientTransformation) -> TrainState:
@@ -46,16 +51,20 @@ def init_train_state(model: eqx.Module, optimizer: optax.GradientTransformation)
 
 
 def reset_running_sums(state: TrainState) -> TrainState:
-    loss_sum, grad_norm_sum, summed_steps = _zero_sums()
     return eqx.tree_at(
-        lambda s: (s.batch_loss_sum, s.grad_norm_sum, s.summed_steps), state, (loss_sum, grad_norm_sum, summed_steps)
+        lambda s: (s.batch_loss_sum, s.grad_norm_sum, s.summed_steps, s.correct_sum, s.seen_sum), state, _zero_sums()
     )
 
 
 def running_means(state: TrainState) -> dict[str, float]:
-    """Mean batch loss and pre-clipping gradient norm over the steps since the last reset."""
+    """Over the steps since the last reset: the mean batch loss, the mean pre-clipping gradient
+    norm and, on class labels, `running_accuracy`, the accuracy of the training batches (with their
+    augmentation, in training mode, before each update): ntkgen's stopping criterion."""
     count = int(state.summed_steps)
-    return {"batch_loss": float(state.batch_loss_sum) / count, "grad_norm": float(state.grad_norm_sum) / count}
+    means = {"batch_loss": float(state.batch_loss_sum) / count, "grad_norm": float(state.grad_norm_sum) / count}
+    if int(state.seen_sum):
+        means["running_accuracy"] = int(state.correct_sum) / int(state.seen_sum)
+    return means
 
 
 def make_train_step(
@@ -72,12 +81,14 @@ def make_train_step(
 
     def batch_loss(params, rest, forward, x: jax.Array, y: jax.Array):
         logits, updated = forward.train(eqx.combine(params, rest), x)
-        return mean_loss(loss_name, logits, y), updated
+        return mean_loss(loss_name, logits, y), (updated, logits)
 
     @eqx.filter_jit
     def step(forward, state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, jax.Array]:
         params, rest = partition_parameters(state.model)
-        (loss, updated), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, rest, forward, x, y)
+        (loss, (updated, logits)), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, rest, forward, x, y)
+        labelled = jnp.issubdtype(y.dtype, jnp.integer)  # class labels, not regression targets
+        correct = jnp.sum(predictions(logits) == y, dtype=jnp.int32) if labelled else jnp.zeros((), jnp.int32)
         if has_gradient_scales(state.model):
             grads = scale_gradients(params, grads)
         grad_norm = optax.tree.norm(grads)
@@ -90,6 +101,8 @@ def make_train_step(
             batch_loss_sum=state.batch_loss_sum + loss,
             grad_norm_sum=state.grad_norm_sum + grad_norm,
             summed_steps=state.summed_steps + 1,
+            correct_sum=state.correct_sum + correct,
+            seen_sum=state.seen_sum + (len(y) if labelled else 0),
         )
         return next_state, loss
 

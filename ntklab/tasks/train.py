@@ -61,8 +61,9 @@ class TrainRunConfig(StrictModel):
         return self
 
     def full_network(self) -> "TrainRunConfig":
-        """This run at expansion order 0: the network trained from the same starting point."""
-        train = self.train.model_copy(update={"expansion_order": 0, **EXPANSION_DEFAULTS})
+        """This run at expansion order 0: the network trained from the same starting point, for the
+        whole schedule (without `stop_when`, so every step an expansion evaluates has its logits)."""
+        train = self.train.model_copy(update={"expansion_order": 0, "stop_when": None, **EXPANSION_DEFAULTS})
         return self.model_copy(update={"train": train})
 
     def upstream_runs(self) -> dict[str, BaseModel]:
@@ -111,7 +112,8 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
     mse) train/test `loss`, `mse` (the risk, mean squared error) and `r2` instead of accuracy.
 
     Metrics are logged at step 0 (fresh runs only), every `eval_every_steps` steps and at the last
-    step, and the test logits of each of these steps are saved as `test_logits/step_{t}`. The state
+    step (the first evaluation step that meets `train.stop_when` is the last: it logs
+    `stopped_at_step`, and the `params` artifact's metadata says why), and the test logits of each of these steps are saved as `test_logits/step_{t}`. The state
     after step t depends only on the config and t, so an interrupted and resumed run ends with the
     same parameters and metrics as an uninterrupted one.
     """
@@ -195,8 +197,12 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
         return metrics
 
     start = int(state.step)
+    stopped = None
     if checkpoint is None:
-        ctx.log_metrics(0, evaluation_metrics(state, 0))
+        initial = evaluation_metrics(state, 0)
+        running = RUNNING_METRICS if np.issubdtype(dataset.y_train.dtype, np.integer) else RUNNING_METRICS[:2]
+        _stop_reason(train.stop_when, {**initial, **dict.fromkeys(running, 0.0)}, 0)  # checks the name
+        ctx.log_metrics(0, initial)
     ctx.progress(start, total_steps)
     for s in range(start, total_steps):
         t = s + 1
@@ -206,8 +212,15 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
             ctx.log_metrics(t, {"batch_loss": batch_loss, "epoch": t / per_epoch})
             raise RunDiverged(t, f"the batch loss became {batch_loss} at step {t}")
         if t % train.eval_every_steps == 0 or t == total_steps:
-            ctx.log_metrics(t, evaluation_metrics(state, t))
+            metrics = evaluation_metrics(state, t)
+            stopped = _stop_reason(train.stop_when, metrics, t)
+            if stopped:
+                metrics["stopped_at_step"] = float(t)
+            ctx.log_metrics(t, metrics)
             state = training.reset_running_sums(state)
+            if stopped:
+                ctx.progress(t, t)
+                break
         ctx.progress(t, total_steps)
         stopping = t < total_steps and ctx.should_stop()
         if t < total_steps and (t % train.checkpoint_every_steps == 0 or stopping):
@@ -221,7 +234,7 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
         "params",
         training.model_to_bytes(state.model),
         kind="equinox",
-        metadata=training.parameter_summary(state.model),
+        metadata={**training.parameter_summary(state.model), **({"stopped": stopped} if stopped else {})},
     )
     test_logits = training.predict(state.model, dataset.x_test, train.batch_size, forward).astype(np.float32)
     ctx.save_artifact(
@@ -230,6 +243,23 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
         kind="npy",
         metadata={"shape": list(test_logits.shape), "dtype": str(test_logits.dtype)},
     )
+
+
+# Logged at evaluation steps after step 0 (training.running_means); running_accuracy on class labels only.
+RUNNING_METRICS = ("batch_loss", "grad_norm", "running_accuracy")
+
+
+def _stop_reason(stop_when, metrics: dict[str, float], t: int) -> str | None:
+    """Why training stops at evaluation step t (`train.stop_when`), or None. Step 0 only checks that
+    the metric is one the run logs."""
+    if stop_when is None:
+        return None
+    if stop_when.metric not in metrics:
+        names = ", ".join(sorted(name for name in metrics if "/" not in name))
+        raise ValueError(f"train.stop_when.metric {stop_when.metric!r} is not a metric of this run; "
+                         f"its evaluation metrics: {names}")
+    reason = stop_when.reason(metrics[stop_when.metric]) if t > 0 else None
+    return f"{reason} at step {t}" if reason else None
 
 
 def _expansion_point(config: TrainRunConfig, ctx: RunContext, like, out_dim: int, num_classes: int):

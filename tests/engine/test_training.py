@@ -41,7 +41,9 @@ def test_train_step_records_the_unclipped_gradient_norm_and_applies_the_clipped_
     expected_norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree_util.tree_leaves(grads)))
     assert expected_norm > 1e-2
     assert float(loss) == pytest.approx(float(mean_loss("cross_entropy", model(X), Y)), rel=1e-6)
-    assert running_means(state) == pytest.approx({"batch_loss": float(loss), "grad_norm": expected_norm}, rel=1e-5)
+    expected_accuracy = float(np.mean(np.argmax(np.asarray(model(X)), axis=1) == Y))
+    assert running_means(state) == pytest.approx(
+        {"batch_loss": float(loss), "grad_norm": expected_norm, "running_accuracy": expected_accuracy}, rel=1e-5)
     assert int(state.step) == 1
     assert distance_to_init(state.model, model)["dist_init"] == pytest.approx(1e-3, rel=1e-3)
 
