@@ -47,7 +47,7 @@ def test_finished_runs_and_the_summary_show_headline_metrics(home, db_url):
 def test_status_shows_progress_metric_and_eta_of_a_running_run(home, db_url):
     (home / "slow.yaml").write_text(
         "name: slow\ngroups:\n  s: {task: probe, steps: 40, step_seconds: 0.25, checkpoint_every_steps: 2}\n")
-    process = start_ntklab("run", "slow.yaml", "--lease-seconds", "3", home=home, db=db_url)
+    process = start_ntklab("run", "slow.yaml", "--lease-seconds", "5", home=home, db=db_url)
     try:
         deadline, line = time.monotonic() + 60, ""
         while time.monotonic() < deadline:

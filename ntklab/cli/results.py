@@ -222,17 +222,29 @@ def show(
 @reported
 def logs(
     run_key: RunArgument,
+    follow: Annotated[bool, typer.Option("--follow", "-F", help="keep printing what is appended while the run is pending or running")] = False,
     db: DbOption = None,
     home: HomeOption = None,
 ) -> None:
     """The log of one run across all its attempts (and its traceback if it failed)."""
     from ntklab.db.connection import reading
-    from ntklab.reports.overview import resolve_run, run_record
+    from ntklab.reports.overview import resolve_run, run_record, run_status
+    from ntklab.runner.runlog import follow as follow_log
 
     engine, store = existing_engine(db, home)
     with reading(engine) as conn:
-        record = run_record(conn, resolve_run(conn, run_key))
+        run_id = resolve_run(conn, run_key)
+        record = run_record(conn, run_id)
     path = store.log_path(record["key"])
+    if follow:
+        def unfinished() -> bool:
+            with reading(engine) as conn:
+                return run_status(conn, run_id) in ("pending", "running")
+
+        for chunk in follow_log(path, unfinished):
+            out.file.write(chunk)
+            out.file.flush()
+        return
     if path.exists():
         out.file.write(path.read_text(encoding="utf-8"))
     elif record["traceback"]:

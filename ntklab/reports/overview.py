@@ -76,13 +76,13 @@ def running_runs(conn: Connection, experiment: str | None, now: datetime | None 
     if not rows:
         return []
     last = latest_values(conn, {r.id for r in rows})
-    figure_metrics = _figure_metrics(conn, {r.name for r in rows})
+    figure_metrics = experiment_figure_metrics(conn, {r.name for r in rows})
     found = []
     for row in rows:
         values = last.get(row.id, {})
         names = headline_names(row.task, values, figure_metrics.get(row.name, ()))
         found.append({
-            "experiment": row.name, "group": row.group_name, "key": row.key, "step": row.progress_step,
+            "id": row.id, "experiment": row.name, "group": row.group_name, "key": row.key, "step": row.progress_step,
             "total": row.progress_total, "worker": row.worker_id, "heartbeat": row.heartbeat_at,
             "metric": (names[0], values[names[0]]) if names else None,
             "eta_seconds": eta_seconds(row.progress_step, row.progress_total, row.resumed_from_step or 0,
@@ -116,7 +116,7 @@ def latest_values(conn: Connection, run_ids: Iterable[int]) -> dict[int, dict[st
     return found
 
 
-def _figure_metrics(conn: Connection, names: Iterable[str]) -> dict[str, list[str]]:
+def experiment_figure_metrics(conn: Connection, names: Iterable[str]) -> dict[str, list[str]]:
     """The y metrics of each experiment's figures, in the order the spec declares them."""
     from ntklab.reports.figures import stored_figures
 
@@ -186,6 +186,10 @@ def resolve_run(conn: Connection, prefix: str) -> int:
         listed = ", ".join(r.key[:16] for r in found[:5])
         raise UsageError(f"{prefix!r} matches several runs ({listed}{', ...' if len(found) > 5 else ''}); give more digits")
     return found[0].id
+
+
+def run_status(conn: Connection, run_id: int) -> str:
+    return RunStatus(conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar_one()).value
 
 
 def run_record(conn: Connection, run_id: int) -> dict[str, Any]:
