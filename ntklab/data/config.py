@@ -14,10 +14,11 @@ from pydantic import (
 
 from ntklab.configbase import Seed, StrictModel, non_semantic
 
-Augment = Literal["none", "crop_flip"]
+Augment = Literal["none", "crop_flip", "rotate_crop"]
 AUGMENT_DESCRIPTION = (
     "training-time augmentation, a pure function of (seed, epoch, step): crop_flip pads by 4, "
-    "crops back to size at a random offset and flips horizontally with probability 1/2"
+    "crops back to size at a random offset and flips horizontally with probability 1/2; rotate_crop "
+    "rotates by an angle uniform in [-20, 20] degrees, then pads by 4 and crops (ntkgen's MNIST recipe)"
 )
 
 
