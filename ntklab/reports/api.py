@@ -11,12 +11,15 @@ DataFrames when pandas is installed (it is not a dependency of ntklab).
     exp.to_pandas()      # one row per run: attributes, params and the last value of each metric
     exp.frames()         # {"runs", "params", "summaries", "metrics"} as DataFrames
     load_figure("quickstart:fig1").records          # the table of `ntklab query --paper`
+    load_artifact("3ae0", "kernel")                 # a run's artifact by (a prefix of) its key: a
+                                                    # KernelStore, a numpy array (npy) or bytes
 
 Records are plain dicts of JSON-like values (timestamps as datetime); a run's `key` links them.
 Data is read once when the experiment is loaded (runs, params, summaries); metric series are read
 when first asked for, in chunks of run ids, never one query per run (reports/records.py).
 """
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -180,6 +183,50 @@ def load_figure(name: str, db: str | None = None, home: str | Path | None = None
     engine = engine or open_database(db, home)
     with reading(engine) as conn:
         return FigureTable(figure_data(conn, resolve_figure(conn, name)))
+
+
+def artifact_path(run: str, name: str, db: str | None = None, home: str | Path | None = None) -> tuple[Path, str]:
+    """(path, kind) of artifact `name` of the run whose key starts with `run`, checked against its
+    record: a file by its sha256, a directory (kernel store) by its manifest of names and sizes."""
+    from ntklab.db.connection import reading
+    from ntklab.db.tables import artifacts
+    from ntklab.reports.overview import resolve_run
+    from ntklab.store import directory_manifest, resolve_home
+
+    root = resolve_home(Path(home).expanduser() if home is not None else None)
+    engine = open_database(db, root)
+    with reading(engine) as conn:
+        run_id = resolve_run(conn, run)
+        row = conn.execute(select(artifacts.c.path, artifacts.c.kind, artifacts.c.sha256)
+                           .where(artifacts.c.run_id == run_id, artifacts.c.name == name)).first()
+        if row is None:
+            names = conn.execute(select(artifacts.c.name).where(artifacts.c.run_id == run_id)
+                                 .order_by(artifacts.c.name)).scalars().all()
+            raise UsageError(f"run {run} has no artifact {name!r}; it has: {', '.join(names) or 'none'}")
+    path = root / row.path
+    if path.is_dir():
+        intact = directory_manifest(path)[1] == row.sha256
+    else:
+        intact = path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == row.sha256
+    if not intact:
+        raise DatabaseError(f"artifact {name!r} of run {run} at {path} is missing or differs from its record")
+    return path, row.kind
+
+
+def load_artifact(run: str, name: str, db: str | None = None, home: str | Path | None = None) -> Any:
+    """Artifact `name` of the run whose key starts with `run`: a `KernelStore` for a kernel store
+    (`read_train()`, `read_test()`), a numpy array for `npy` artifacts (eigenvalues, eigenvectors,
+    predictions), else its bytes."""
+    path, kind = artifact_path(run, name, db, home)
+    if kind == "zarr-kernel":
+        from ntklab.kernelstore import KernelStore
+
+        return KernelStore.open(path)
+    if kind == "npy":
+        import numpy as np
+
+        return np.load(path, allow_pickle=False)
+    return path.read_bytes()
 
 
 def _pandas():
