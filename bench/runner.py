@@ -24,7 +24,8 @@ from ntklab.db.models import Metric, Run, RunStatus
 from ntklab.db.records import MetricPoint, write_metrics
 from ntklab.db.schema import ensure_schema
 from ntklab.reports.runs import list_runs
-from ntklab.runner.execute import ExecuteOptions, enqueue_plan, execute
+from ntklab.runner.execute import ExecuteOptions, enqueue_plan
+from ntklab.runner.worker import execute
 from ntklab.runner.plan import plan_groups
 from ntklab.runner.progress import PlainReporter
 from ntklab.spec.load import load_spec

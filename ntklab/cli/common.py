@@ -236,6 +236,14 @@ def _is_sqlalchemy_error(error: Exception) -> bool:
     return exc is not None and isinstance(error, exc.SQLAlchemyError)
 
 
+def database_url(db: str | None, home_dir: Path | None) -> str:
+    """The URL the command uses: --db, else NTKLAB_DB, else the home's SQLite file."""
+    from ntklab.db.connection import resolve_url
+    from ntklab.store import resolve_home
+
+    return resolve_url(db, resolve_home(home_dir))
+
+
 def open_home_engine(db: str | None, home_dir: Path | None, *, create: bool):
     from ntklab.db.connection import open_engine, resolve_url
     from ntklab.db.schema import ensure_schema

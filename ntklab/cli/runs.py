@@ -10,6 +10,9 @@ from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, FormatOp
                                MaxRunsOption, OutputFormat, SetOption, SpecArgument, SpecGroupOption, app, err,
                                open_home_engine, out, reported, sqlite_file_missing, styled)
 from ntklab.spec.limits import MAX_RUNS
+from ntklab.cli.executors import (AccountOption, AllowSqliteOption, CpusOption, DevicesOption, ExecutorOption,
+                                  GpusOption, MemOption, PartitionOption, QosOption, SetupOption, TimeOption,
+                                  WaitOption, WorkersOption, executor_config, hand_off)
 
 
 @app.command()
@@ -25,20 +28,45 @@ def run(
     group: SpecGroupOption = None,
     format_: Annotated[OutputFormat, typer.Option("--format", "-f", help="format of the summary at the end")] = OutputFormat.table,
     max_runs: MaxRunsOption = MAX_RUNS,
+    executor: ExecutorOption = None,
+    workers: WorkersOption = None,
+    devices: DevicesOption = None,
+    partition: PartitionOption = None,
+    account: AccountOption = None,
+    qos: QosOption = None,
+    time_minutes: TimeOption = None,
+    cpus_per_task: CpusOption = None,
+    mem_gb: MemOption = None,
+    gpus_per_task: GpusOption = None,
+    setup: SetupOption = None,
+    allow_sqlite: AllowSqliteOption = False,
+    wait: WaitOption = False,
 ) -> None:
-    """Expand SPEC into runs and execute those not done yet; interrupted runs resume."""
+    """Expand SPEC into runs and execute those not done yet; interrupted runs resume.
+
+    Without an executor this process is the one worker; `--executor local --workers N` starts N
+    worker processes here, `--executor slurm --workers N` submits a job array of N workers."""
     from ntklab.db.models import RunStatus
-    from ntklab.runner.execute import ExecuteOptions, execute
+    from ntklab.runner.execute import ExecuteOptions
     from ntklab.runner.plan import plan_groups
     from ntklab.runner.progress import make_reporter
+    from ntklab.runner.worker import execute
     from ntklab.spec.load import check_inputs, load_spec, select_groups
     from ntklab.tasks import registry
 
     plan = select_groups(load_spec(spec, set_ or [], tasks=registry, max_runs=max_runs), group or [])
     check_inputs(plan, registry)
-    engine, store = open_home_engine(db, home, create=True)
+    chosen = executor_config(plan.executor, executor, workers, devices, {
+        "partition": partition, "account": account, "qos": qos, "time_minutes": time_minutes,
+        "cpus_per_task": cpus_per_task, "mem_gb": mem_gb, "gpus_per_task": gpus_per_task, "setup": setup})
     options = ExecuteOptions(retry_failed=retry_failed, force=force, lease=timedelta(seconds=lease_seconds))
-    result = execute(engine, store, plan, options, make_reporter(err))
+    if chosen is not None:
+        engine, result = hand_off(plan, chosen, options, db, home, allow_sqlite=allow_sqlite, wait=wait)
+        if result is None:
+            return
+    else:
+        engine, store = open_home_engine(db, home, create=True)
+        result = execute(engine, store, plan, options, make_reporter(err))
     _print_plan(plan, plan_groups(engine, plan), f"{plan.name}: runs by status", format_,
                 headlines=_headline_rows(engine, plan))
     failures = [o for o in result.outcomes if o.status in ("failed", "diverged", "lost")]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select, true, update
 
 from ntklab.db import tables
 from ntklab.db.connection import reading, writing
@@ -26,6 +26,7 @@ from ntklab.identity import HASH_VERSION
 
 CHUNK = 500
 CLAIMABLE = (RunStatus.pending, RunStatus.interrupted)
+OPEN = (*CLAIMABLE, RunStatus.running)
 
 
 def utcnow() -> datetime:
@@ -263,6 +264,26 @@ def upstream_run(conn: Connection, run_id: int, name: str) -> tuple[int, str] | 
 
 def claim(engine: Engine, candidate_ids: Sequence[int], worker: Worker, lease: timedelta) -> ClaimedRun | None:
     """Atomically take the first claimable run among `candidate_ids` (in order), or None."""
+    return claim_where(engine, runs.c.id.in_(candidate_ids), worker, lease)
+
+
+def in_experiments(names: Sequence[str] | None) -> ColumnElement[bool]:
+    """The runs that belong to one of the experiments `names` (every run when None)."""
+    if names is None:
+        return true()
+    members = (select(memberships.c.run_id)
+               .join(experiments, experiments.c.id == memberships.c.experiment_id)
+               .where(experiments.c.name.in_(names)))
+    return runs.c.id.in_(members)
+
+
+def run_ids_with(conn: Connection, scope: ColumnElement[bool], among: Sequence[RunStatus] = OPEN) -> list[int]:
+    """The ids, in order, of the runs in `scope` whose status is in `among` (default: not finished)."""
+    return list(conn.execute(select(runs.c.id).where(scope, runs.c.status.in_(among)).order_by(runs.c.id)).scalars())
+
+
+def claim_where(engine: Engine, scope: ColumnElement[bool], worker: Worker, lease: timedelta) -> ClaimedRun | None:
+    """Atomically take the claimable run of lowest id among the runs `scope` selects, or None."""
     now = utcnow()
     claimable = and_(
         or_(runs.c.status.in_(CLAIMABLE), and_(runs.c.status == RunStatus.running, runs.c.lease_expires_at < now)),
@@ -270,7 +291,7 @@ def claim(engine: Engine, candidate_ids: Sequence[int], worker: Worker, lease: t
     )
     with writing(engine) as conn:
         row = conn.execute(
-            select(runs.c.id).where(runs.c.id.in_(candidate_ids), claimable)
+            select(runs.c.id).where(scope, claimable)
             .order_by(runs.c.id).limit(1).with_for_update(skip_locked=True)
         ).first()
         if row is None:

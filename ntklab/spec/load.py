@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ntklab.errors import Problem, SpecError
 from ntklab.identity import run_key
+from ntklab.spec.executor import ExecutorConfig
 from ntklab.spec.limits import INTEGER_RANGE, MAX_RUNS, MAX_SPEC_BYTES
 from ntklab.spec.models import NAME_PATTERN, Figure, SpecFile
 from ntklab.spec.sweep import Point, expand_sweep, mapping_assignments, split_key, sweep_size
@@ -62,6 +63,7 @@ class ExperimentPlan:
     runs: list[PlannedRun]
     figures: dict[str, Figure]
     duplicates: int
+    executor: ExecutorConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ def load_spec(path: str | FilePath, overrides: Sequence[str] = (), *, tasks: Tas
         runs=runs,
         figures=dict(spec.figures),
         duplicates=duplicates,
+        executor=spec.executor,
     )
 
 

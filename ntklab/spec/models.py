@@ -6,6 +6,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ntklab.configbase import StrictModel
 from ntklab.headline import best_direction  # noqa: F401 - figures take the direction of `step: best` from here
+from ntklab.spec.executor import ExecutorConfig
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
 
@@ -132,3 +133,4 @@ class SpecFile(StrictModel):
     groups: dict[str, dict[str, Any]] = Field(min_length=1)
     sweep: dict[str, Any] | None = None
     figures: dict[str, Figure] = Field(default_factory=dict)
+    executor: ExecutorConfig | None = Field(None, description="where `ntklab run` executes the runs (no part of their identity)")
