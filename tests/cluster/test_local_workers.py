@@ -37,11 +37,12 @@ def record(home, url, spec_name):
     from ntklab.db.schema import ensure_schema
     from ntklab.runner.execute import ExecuteOptions, enqueue_plan
     from ntklab.spec.load import load_spec
+    from ntklab.tasks import registry
     from ntklab.store import Home
 
     engine = open_engine(url)
     ensure_schema(engine)
-    enqueue_plan(engine, load_spec(home / spec_name), ExecuteOptions(), Home(home))
+    enqueue_plan(engine, load_spec(home / spec_name, tasks=registry), ExecuteOptions(), Home(home))
     engine.dispose()
 
 
@@ -84,12 +85,14 @@ def test_worker_idle_exit_while_another_worker_holds_a_run(home):
 def test_executor_block_of_a_spec_changes_no_run_identity(home):
     write_sweep(home, range(2))
     from ntklab.spec.load import load_spec
+    from ntklab.tasks import registry
 
-    keys = [r.key for r in load_spec(home / "pool.yaml").runs]
+    keys = [r.key for r in load_spec(home / "pool.yaml", tasks=registry).runs]
     write_sweep(home, range(2), executor="executor: {kind: local, workers: 2}\n")
-    with_block = load_spec(home / "pool.yaml")
+    with_block = load_spec(home / "pool.yaml", tasks=registry)
     assert [r.key for r in with_block.runs] == keys and with_block.executor.workers == 2
     result = ntklab("run", "pool.yaml", home=home, check=True)
     assert "started 2 local workers" in result.stderr, "the spec's executor block is used"
     url = f"sqlite:///{home / 'ntklab.db'}"
-    assert len(sql(url, "select distinct pid from attempts")) == 2
+    assert sql(url, "select status, attempts from runs") == [("done", 1)] * 2
+    assert len(list((home / "workers").glob("pool-*.log"))) == 2
