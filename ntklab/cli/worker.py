@@ -5,8 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, HomeOption, app, err, open_home_engine,
-                               reported)
+from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, HomeOption, LeaseOption, app, err,
+                               open_home_engine, reported)
 from ntklab.errors import UsageError
 
 
@@ -44,7 +44,7 @@ def worker(
         help="exit after this long without a run to claim (default: stay while other workers hold runs)")] = None,
     until: Annotated[Optional[str], typer.Option(
         "--until", metavar="TIME", help="claim no run after this time (21:30, or 2026-12-24T08:00)")] = None,
-    lease_seconds: Annotated[float, typer.Option(help="a run whose worker is silent this long is reclaimed")] = 60.0,
+    lease_seconds: LeaseOption = 60.0,
 ) -> None:
     """Claim runs from the queue and execute them, until none is left or a limit is reached.
 
