@@ -126,8 +126,11 @@ def test_killed_workers_run_is_reclaimed_and_completes(home):
     process.wait()
     assert sql(url, "select status from runs")[0][0] == "running"
     status = ntklab("status", "--format", "json", home=home, check=True)
-    counts = json.loads(status.stdout)[0]
-    assert counts["interrupted"] == 1 and counts["running"] == 0, "status tells the truth about a dead worker"
+    assert json.loads(status.stdout)[0]["running"] == 1 and "1 running runs have no live worker" in status.stderr
+    assert sql(url, "select status from runs")[0][0] == "running", "status only reads"
+    assert "1 runs of lost workers marked interrupted" in ntklab("reap", home=home, check=True).stdout
+    counts = json.loads(ntklab("status", "--format", "json", home=home, check=True).stdout)[0]
+    assert counts["interrupted"] == 1 and counts["running"] == 0
     result = ntklab("run", "slow.yaml", home=home, check=True)
     assert "resuming at step 5" in result.stderr
     (status_, attempts), = sql(url, "select status, attempts from runs")

@@ -48,7 +48,7 @@ def rm(
         if status not in {s.value for s in RunStatus}:
             raise UsageError(f"unknown status {status!r}; one of {', '.join(s.value for s in RunStatus)}")
     name = experiment_name(experiment) if experiment else None
-    engine, _ = existing_engine(db, home)
+    engine, _ = existing_engine(db, home, writable=True)
     with reading(engine) as conn:
         if name is not None:
             ensure_experiment(conn, name)
@@ -115,7 +115,7 @@ def reset(
     from ntklab.db.connection import writing
     from ntklab.reports.overview import resolve_run
 
-    engine, store = existing_engine(db, home)
+    engine, store = existing_engine(db, home, writable=True)
     with writing(engine) as conn:
         key = reset_run(conn, resolve_run(conn, run_key))
     store.forget_run_files(key)

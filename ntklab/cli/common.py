@@ -111,10 +111,7 @@ def _complete(ctx: typer.Context, incomplete: str, names) -> list[str]:
     try:
         from ntklab.db.connection import reading
 
-        db, home = _connection_params(ctx)
-        if sqlite_file_missing(db, home):
-            return []
-        engine, _ = open_home_engine(db, home, create=False)
+        engine, _ = existing_engine(*_connection_params(ctx))
         with reading(engine) as conn:
             return [n for n in names(conn, incomplete)][:200]
     except Exception:  # noqa: BLE001 - completion must not print tracebacks into a shell
@@ -266,9 +263,17 @@ def sqlite_file_missing(db: str | None, home_dir: Path | None) -> str | None:
     return path if url.startswith("sqlite:///") and not Path(path).exists() else None
 
 
-def existing_engine(db: str | None, home_dir: Path | None):
-    """For read-only commands: an engine on a database that must already hold results."""
+def existing_engine(db: str | None, home_dir: Path | None, *, writable: bool = False):
+    """An engine on a database that must already hold results, read-only unless `writable`: a
+    command that only reads opens it so, and works on a read-only file system or replica."""
+    from ntklab.db.connection import open_engine, resolve_url
+    from ntklab.db.schema import check_schema
+    from ntklab.store import Home, resolve_home
+
     missing = sqlite_file_missing(db, home_dir)
     if missing:
         raise DatabaseError(f"no database at {missing}: run a spec first, or pass --db/--home")
-    return open_home_engine(db, home_dir, create=True)
+    home = Home(resolve_home(home_dir))
+    engine = open_engine(resolve_url(db, home.root), read_only=not writable)
+    check_schema(engine)
+    return engine, home

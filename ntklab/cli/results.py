@@ -22,15 +22,15 @@ def status(
     """Counts of runs by status per experiment and group, and the progress of running runs."""
     from ntklab.db.connection import reading
     from ntklab.db.models import RunStatus
-    from ntklab.db.queue import reap
+    from ntklab.db.queue import lost_runs
     from ntklab.reports.overview import experiment_status
     from ntklab.headline import headline_text
     from ntklab.tabular import duration_text, emit
 
     engine, _ = existing_engine(db, home)
-    reap(engine)
     with reading(engine) as conn:
         groups = experiment_status(conn, experiment_name(experiment) if experiment else None)
+        lost = len(lost_runs(conn))
     names = [s.value for s in RunStatus]
     rows = [[g.experiment, g.group] + [g.counts.get(n, 0) for n in names] + [sum(g.counts.values())] for g in groups]
     emit(["experiment", "group", *names, "total"], rows, format_.value, out)
@@ -44,6 +44,10 @@ def status(
                     parts.append(f"ETA {duration_text(r['eta_seconds'])}")
                 out.print(f"running {r['key'][:12]} ({g.experiment}/{g.group}): {'  '.join(parts)} on {r['worker']}",
                           highlight=False)
+    if lost:
+        err.print(styled("lost", "yellow", f"{lost} running runs have no live worker; `ntklab reap` (or the next "
+                         "`ntklab run`) marks them interrupted, and they resume from their last checkpoint"),
+                  highlight=False)
 
 
 @app.command()

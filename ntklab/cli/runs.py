@@ -8,7 +8,7 @@ import typer
 
 from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, FormatOption, HomeOption, LeaseOption,
                                MaxRunsOption, OutputFormat, SetOption, SpecArgument, SpecGroupOption, app, err,
-                               open_home_engine, out, reported, sqlite_file_missing, styled)
+                               existing_engine, open_home_engine, out, reported, sqlite_file_missing, styled)
 from ntklab.spec.limits import MAX_RUNS
 from ntklab.cli.executors import (AccountOption, AllowSqliteOption, CpusOption, DevicesOption, ExecutorOption,
                                   GpusOption, MemOption, PartitionOption, QosOption, SetupOption, TimeOption,
@@ -159,7 +159,7 @@ def plan(
     from ntklab.tasks import registry
 
     loaded = select_groups(load_spec(spec, set_ or [], tasks=registry, max_runs=max_runs), group or [])
-    engine = None if sqlite_file_missing(db, home) else open_home_engine(db, home, create=False)[0]
+    engine = None if sqlite_file_missing(db, home) else existing_engine(db, home)[0]
     listing = None
     if show:
         known = existing_statuses(engine, loaded)

@@ -172,22 +172,29 @@ def reset(conn: Connection, run_ids: Sequence[int], from_statuses: Sequence[RunS
     return done
 
 
-def reap(engine: Engine, now: datetime | None = None, alive=None) -> int:
-    """Mark as interrupted the running runs whose worker is gone: its lease expired, or it ran on
-    this host and its process no longer exists. Returns how many were marked."""
+def lost_runs(conn: Connection, now: datetime | None = None, alive=None) -> list[tuple[int, str]]:
+    """(id, worker id) of the running runs whose worker is gone: its lease expired, or it ran on
+    this host and its process no longer exists. Only reads."""
     now = now or utcnow()
     host = socket.gethostname()
     alive = alive or _process_alive
-    with reading(engine) as conn:
-        candidates = conn.execute(
-            select(runs.c.id, runs.c.worker_id, runs.c.host, runs.c.pid, runs.c.lease_expires_at)
-            .where(runs.c.status == RunStatus.running)
-        ).all()
-    gone = [
+    candidates = conn.execute(
+        select(runs.c.id, runs.c.worker_id, runs.c.host, runs.c.pid, runs.c.lease_expires_at)
+        .where(runs.c.status == RunStatus.running)
+    ).all()
+    return [
         (r.id, r.worker_id) for r in candidates
         if (r.lease_expires_at is not None and r.lease_expires_at < now)
         or (r.host == host and r.pid is not None and not alive(r.pid))
     ]
+
+
+def reap(engine: Engine, now: datetime | None = None, alive=None) -> int:
+    """Mark the runs of `lost_runs` interrupted (they resume from their last checkpoint). Returns
+    how many were marked."""
+    now = now or utcnow()
+    with reading(engine) as conn:
+        gone = lost_runs(conn, now, alive)
     marked = 0
     with writing(engine) as conn:
         for run_id, worker_id in gone:

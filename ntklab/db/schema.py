@@ -87,6 +87,16 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         return before, head_revision()
 
 
+def check_schema(engine: Engine) -> None:
+    """Refuse a database without ntklab's schema or at another revision, without writing to it."""
+    current = _revision(engine)
+    if current is None:
+        raise DatabaseError("the database holds no ntklab results yet: run a spec first (or `ntklab db upgrade`)")
+    if current != head_revision():
+        raise DatabaseError(f"the database is at schema revision {current}, this ntklab expects "
+                            f"{head_revision()}: run `ntklab db upgrade`")
+
+
 def ensure_schema(engine: Engine) -> None:
     """Create the schema in an empty database; refuse a database at another revision."""
     head = head_revision()
