@@ -9,14 +9,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ntklab.errors import UsageError
+
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 DEFAULT_HOME = ".ntklab"
 
 
 def resolve_home(home: str | Path | None) -> Path:
-    """`--home`, else NTKLAB_HOME, else `.ntklab` in the working directory."""
-    return Path(home or os.environ.get("NTKLAB_HOME") or DEFAULT_HOME).absolute()
+    """`--home`, else NTKLAB_HOME, else `.ntklab` in the working directory; a path that exists
+    and is not a directory is a UsageError."""
+    path = Path(home or os.environ.get("NTKLAB_HOME") or DEFAULT_HOME).absolute()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"the home {path} (--home or NTKLAB_HOME) is a file, not a directory")
+    return path
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -215,6 +215,10 @@ def reported(command):
             raise typer.Exit(EXIT_DATABASE) from None
         except KeyboardInterrupt:
             raise typer.Exit(SIGNAL_EXIT["SIGINT"]) from None
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            err.print(styled("storage error", "red", redact(f"{error.strerror or error}{where}")), highlight=False)
+            raise typer.Exit(EXIT_DATABASE) from None
         except Exception as error:
             if not _is_sqlalchemy_error(error):
                 raise

@@ -18,6 +18,7 @@ from ntklab.errors import DatabaseError
 from ntklab.redaction import redact, remember_secrets
 
 BUSY_TIMEOUT_MS = 60_000
+SUPPORTED_DRIVERS = ("sqlite", "postgresql+psycopg")
 _BEGIN_OPTION = "ntklab_sqlite_begin"
 
 
@@ -29,12 +30,19 @@ def resolve_url(db: str | None, home: Path) -> str:
     remember_secrets(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise DatabaseError(f"not a database URL: {redact(url)!r} (expected sqlite:///PATH or postgresql://...)") from None
+        parsed.port  # noqa: B018 - a port that is not a number fails here, not at the first connection
+    except (ArgumentError, ValueError) as error:
+        raise DatabaseError(f"not a database URL: {redact(url)!r} ({redact(str(error))}; expected "
+                            "sqlite:///PATH or postgresql://USER@HOST[:PORT]/DB)") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    if parsed.drivername == "sqlite+pysqlite":
+        parsed = parsed.set(drivername="sqlite")
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise DatabaseError(f"unsupported database driver {parsed.drivername!r}: use sqlite:///PATH or "
+                            "postgresql://USER@HOST/DB (psycopg)")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise DatabaseError(f"port {parsed.port} of {redact(url)} is not between 1 and 65535")
     return parsed.render_as_string(hide_password=False)
 
 

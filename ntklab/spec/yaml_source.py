@@ -133,7 +133,11 @@ def _dotted(path: Path) -> str:
 def parse_yaml(text: str, file: str) -> SourcedYaml:
     """Parse one YAML document; raise SpecError naming the line of a syntax error, a duplicate key
     or a limit exceeded."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow, found before parsing
+        line = text[:err.position].count("\n") + 1
+        raise SpecError([Problem(file, line, "", f"invalid YAML: character {err.character:#06x} is not allowed")]) from None
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as err:
