@@ -38,3 +38,4 @@ def test_spiked_covariates_the_network_suffers_least_as_the_spike_fades(home):
     for name, curve in curves.items():
         assert curve[0.0] - curve[0.6] > 3 * growth, name
         assert curve[0.0] > 3 * nn[0.0], name
+
