@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ntklab.cli.common import (DbOption, ExperimentOption, HomeOption, OptionalRunsArgument, RunArgument, app, err,
-                               existing_engine, experiment_name, out, reported, styled)
+from ntklab.cli.common import (DbOption, ExperimentOption, HomeOption, OptionalRunsArgument, RunArgument, app,
+                               err, existing_engine, experiment_name, out, reported, styled)
 from ntklab.errors import UsageError
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]

@@ -190,9 +190,9 @@ ExperimentOption = Annotated[Optional[str], typer.Option(
 RunArgument = Annotated[str, typer.Argument(
     metavar="RUN", help="run key or a unique prefix of it", autocompletion=complete_run)]
 RunsArgument = Annotated[list[str], typer.Argument(
-    metavar="RUN...", help="run keys or unique prefixes", autocompletion=complete_run)]
+    metavar="RUN", help="run keys or unique prefixes", autocompletion=complete_run)]
 OptionalRunsArgument = Annotated[Optional[list[str]], typer.Argument(
-    metavar="[RUN]...", help="run keys or unique prefixes", autocompletion=complete_run)]
+    metavar="RUN", help="run keys or unique prefixes", autocompletion=complete_run)]
 
 
 def reported(command):
