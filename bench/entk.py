@@ -63,7 +63,7 @@ def run_ntklab(name: str, impls: list[str], repeats: int, workdir: Path) -> tupl
              logits=np.asarray(model(jnp.asarray(x))), **arrays)
     rows = []
     with jax.enable_x64(True):
-        reference = EmpiricalNTK(model, shape, "jacobian", dtype=jnp.float64, batch_size=n)(x.astype(np.float64))
+        reference = EmpiricalNTK(model, shape, "jacobian", dtype="float64", batch_size=n)(x.astype(np.float64))
     np.save(workdir / f"{name}_reference.npy", reference)
     for impl in impls:
         kernel = EmpiricalNTK(model, shape, impl, batch_size=n)

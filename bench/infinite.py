@@ -8,7 +8,7 @@ of N inputs with themselves:
   myrtle8          Myrtle-5 on 48 8x8x3 inputs
 
 neural-tangents runs in bench/.venv-nt (bash bench/peers/make_nt_env.sh), in a subprocess per
-workload, through `nt.batch`; ntklab in this process through `analytic_kernel` (its own tiling).
+workload, through `nt.batch`; ntklab in this process through `analytic_kernels` (its own tiling).
 Per workload the two sides run one after the other, each timed as the minimum over `--repeats`
 calls after a first (compile) call. Per-entry times divide by the N (N + 1) / 2 distinct entries.
 Accuracy: max|K_ntklab - K_nt| / max|K_nt| over both kernels, in the same precision, off the
@@ -73,13 +73,14 @@ def run_nt(name: str, x: np.ndarray, dtype: str, repeats: int, workdir: Path) ->
 
 
 def run_ntklab(name: str, x: np.ndarray, dtype: str, repeats: int, tile: int | None) -> dict:
-    from ntklab.engine.analytic import analytic_kernel, plan_from_config
+    from ntklab.engine.analytic import analytic_kernels
+    from ntklab.engine.presets import plan_of
 
-    arch, depth, shape, _, _, _ = WORKLOADS[name]
-    plan = plan_from_config(config_of(arch, depth), shape)
+    arch, depth, _, _, _, _ = WORKLOADS[name]
+    plan = plan_of(config_of(arch, depth))
 
     def compute():
-        return analytic_kernel(plan, x, which=("nngp", "ntk"), dtype=dtype, tile=tile)
+        return analytic_kernels(plan, x, dtype=dtype, tile=tile)
 
     compile_s, seconds, k = timed(compute, repeats)
     return {"compile_s": compile_s, "seconds": seconds, "nngp": k["nngp"], "ntk": k["ntk"]}

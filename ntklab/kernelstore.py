@@ -228,7 +228,7 @@ class FillReport:
 def fill(store: KernelStore, kernel: Any, x_train: np.ndarray, x_test: np.ndarray | None, *,
          cache_bytes: int = 2 << 30, should_stop=lambda: False, on_block=None) -> FillReport:
     """Compute every block of `store` that is not marked complete, with `kernel` (a
-    `ntklab.engine.kernels.BlockKernel` whose batch size is at least the store's block size).
+    `ntklab.engine.blocks.BlockKernel` whose batch size is at least the store's block size).
 
     The features of the training batches with the highest block indices are kept in memory, as
     many as `cache_bytes` allows (block column j is needed by block rows 0..j, so the last columns

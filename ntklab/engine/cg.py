@@ -243,9 +243,9 @@ def state_from_bytes(payload: bytes, dtype: Any) -> CGState:
 
 def network_apply(model: eqx.Module) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
     """(apply(params, x), params0) for a model: its trainable parameters and the forward pass."""
-    from ntklab.engine.entk import trainable_partition
+    from ntklab.engine.models import partition_parameters
 
-    params, static = trainable_partition(model)
+    params, static = partition_parameters(model)
     return (lambda p, x: eqx.combine(p, static)(x)), params
 
 

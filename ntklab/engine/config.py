@@ -5,15 +5,13 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from ntklab.configbase import StrictModel, added_field, non_semantic
+from ntklab.engine.layer_specs import Activation, LayerSpec
 
-Activation = Literal["relu", "erf", "gelu", "tanh", "swish", "softplus"]
 Parameterization = Literal["standard", "ntk", "taylor", "mean_field"]
 MAX_EXPANSION_ORDER = 4
-
-# The models with an infinite-width limit in ntklab/engine/analytic.py.
-ANALYTIC_ARCHS = ("mlp", "cnn", "lenet5", "myrtle5", "wrn", "logistic")
-ANALYTIC_ACTIVATIONS = ("relu", "erf", "gelu")
-ANALYTIC_PARAMETERIZATIONS = ("standard", "ntk", "taylor")
+# How the empirical NTK is evaluated (ntklab/engine/entk.py); auto picks the cheapest.
+Implementation = Literal["auto", "jacobian", "ntvp", "structured"]
+ComputeDtype = Literal["float32", "float64"]
 
 
 class LayerInit(StrictModel):
@@ -126,6 +124,23 @@ class LogisticModel(LayerInit):
     arch: Literal["logistic"]
 
 
+class LayersModel(LayerInit):
+    """A network written as a list of layer ops (ntklab/engine/layer_specs.py): dense, conv, act,
+    avg_pool, max_pool, global_avg_pool, flatten, batch_norm, sum and concat of branches, serial
+    with `repeat`. The model's activation, parameterization, w_std and b_std are the defaults of
+    every layer; a layer may set its own. Its parameters are named `layers.<i>` in forward order."""
+
+    arch: Literal["layers"]
+    layers: list[LayerSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _plan_builds(self) -> "LayersModel":
+        from ntklab.engine.presets import plan_of
+
+        plan_of(self)  # raises a ValueError naming the layer
+        return self
+
+
 FEATURE_SEED_DESCRIPTION = (
     "seed of the fixed first layer (Ghorbani et al. use 1990 for every run); unset: drawn from the run's seed"
 )
@@ -163,6 +178,7 @@ ModelConfig = Annotated[
         WideResNetModel,
         ResNet18Model,
         LogisticModel,
+        LayersModel,
         RandomFeaturesModel,
         NeuralTangentModel,
     ],

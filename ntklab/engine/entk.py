@@ -28,8 +28,8 @@ Implementations (the costs use [FP] for the forward FLOPs of one example):
 - `auto`: the cheapest of the three by estimated FLOPs, within the memory budget.
 
 BatchNorm layers follow equinox's convention: `eqx.nn.inference_mode` switches them to their
-running statistics, which are not parameters (they are not inexact arrays with gradients, or they
-are marked frozen by the model; see `trainable_partition`).
+running statistics, which are not parameters (they are not floating arrays, or they are marked
+frozen; see `models.partition_parameters`).
 """
 
 from __future__ import annotations
@@ -38,18 +38,19 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntklab.engine.kernels import kernel_block
+from ntklab.engine.blocks import kernel_block
+from ntklab.engine.config import ComputeDtype, Implementation
 from ntklab.engine.layers import Conv2d, Dense
+from ntklab.engine.models import parameter_count, partition_parameters
 
-Implementation = Literal["auto", "jacobian", "ntvp", "structured"]
-IMPLEMENTATIONS = ("jacobian", "ntvp", "structured")
+IMPLEMENTATIONS = tuple(i for i in get_args(Implementation) if i != "auto")
 # XLA compiler options of the kernel functions (tests lower the optimization level: their tiny
 # kernels are dominated by compile time)
 COMPILER_OPTIONS: dict[str, Any] = {}
@@ -63,31 +64,19 @@ def _jit(fn: Callable) -> Callable:
 # Parameters
 
 
-def _frozen_filter(model: eqx.Module) -> Any:
-    """The model's own marking of non-trainable arrays, if it has one (a `frozen_filter()` method
-    returning a pytree of booleans with True for frozen leaves), else None."""
-    hook = getattr(model, "frozen_filter", None)
-    return hook() if callable(hook) else None
-
-
 def evaluation_mode(model: eqx.Module) -> eqx.Module:
     """The model with BatchNorm (and dropout) layers in inference mode: frozen statistics."""
     return eqx.nn.inference_mode(model, True)
 
 
-def trainable_partition(model: eqx.Module) -> tuple[Any, Any]:
-    """(trainable parameters, everything else) of a model in evaluation mode: the inexact arrays
-    that the model does not mark frozen. `eqx.combine` of the two gives the model back."""
-    model = evaluation_mode(model)
-    is_param = jax.tree_util.tree_map(eqx.is_inexact_array, model)
-    frozen = _frozen_filter(model)
-    if frozen is not None:
-        is_param = jax.tree_util.tree_map(lambda p, f: bool(p) and not bool(f), is_param, frozen)
-    return eqx.partition(model, is_param)
-
-
-def parameter_count(params: Any) -> int:
-    return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
+def compute_dtype(dtype: ComputeDtype) -> Any:
+    """The JAX dtype of a compute precision; float64 needs x64 enabled, else JAX would silently
+    compute in float32."""
+    if dtype not in get_args(ComputeDtype):
+        raise ValueError(f"dtype must be one of {', '.join(get_args(ComputeDtype))}, got {dtype!r}")
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise RuntimeError("a float64 kernel needs jax_enable_x64 (wrap the computation in jax.enable_x64(True))")
+    return jnp.dtype(dtype)
 
 
 def cast_floats(tree: Any, dtype: Any) -> Any:
@@ -115,7 +104,7 @@ class EmpiricalNTK:
     input_shape: tuple[int, ...]
     implementation: Implementation = "auto"
     trace: bool = False
-    dtype: Any = jnp.float32
+    dtype: ComputeDtype = "float32"
     scale: float = 1.0
     batch_size: int = 64
     memory_bytes: int = 2 << 30
@@ -125,15 +114,16 @@ class EmpiricalNTK:
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(self.input_shape)
+        self._dtype = compute_dtype(self.dtype)
         # a copy of the whole model in the compute dtype (frozen statistics included); the
         # caller's model is left as it is
-        params, static = trainable_partition(cast_floats(self.model, self.dtype))
+        params, static = partition_parameters(evaluation_mode(cast_floats(self.model, self._dtype)))
         self._params = params
         self._static = static
         self.parameters = parameter_count(params)
-        x = jax.ShapeDtypeStruct((1, *self.input_shape), self.dtype)
+        x = jax.ShapeDtypeStruct((1, *self.input_shape), self._dtype)
         self.out_dim = int(jax.eval_shape(lambda p, x: eqx.combine(p, self._static)(x), self._params, x).shape[-1])
-        self._structure = _Structure.of(self._params, self._static, self.input_shape, self.dtype)
+        self._structure = _Structure.of(self._params, self._static, self.input_shape, self._dtype)
         if self.implementation == "auto":
             self.chosen = choose_implementation(self._structure, self.out_dim, self.batch_size, self.trace,
                                                 self.memory_bytes)
@@ -155,7 +145,7 @@ class EmpiricalNTK:
         n = len(x)
         if n > self.batch_size:
             raise ValueError(f"a batch of {n} exceeds the batch size {self.batch_size}")
-        padded = np.zeros((self.batch_size, *self.input_shape), dtype=np.dtype(jnp.dtype(self.dtype).name))
+        padded = np.zeros((self.batch_size, *self.input_shape), dtype=np.dtype(self.dtype))
         padded[:n] = x
         return Features(n, self._impl.features(jnp.asarray(padded)))
 
@@ -226,7 +216,8 @@ class _Tap(eqx.Module):
 
 
 def _is_tappable(node: Any) -> bool:
-    return isinstance(node, (Dense, Conv2d))
+    """Dense layers and ungrouped convolutions (a grouped one falls back to its Jacobian)."""
+    return isinstance(node, Dense) or (isinstance(node, Conv2d) and node.groups == 1)
 
 
 @dataclass
@@ -538,9 +529,8 @@ def _patches(layer: _Layer, a: jax.Array) -> jax.Array:
     if layer.kind == "dense":
         return a.reshape(n, -1, layer.in_shape[-1])
     kh, kw, _, _ = layer.layer.weight.shape
-    stride = getattr(layer.layer, "stride", 1)
     patches = jax.lax.conv_general_dilated_patches(
-        a, (kh, kw), (stride, stride), layer.layer.padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        a, (kh, kw), layer.layer.strides, layer.layer.padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
     return patches.reshape(n, -1, patches.shape[-1])
 
@@ -592,7 +582,7 @@ def _layer_block(layer: _Layer, f1: dict, f2: dict, m: int, trace: bool) -> jax.
 
 def reference_ntk(model: eqx.Module, x1: np.ndarray, x2: np.ndarray, trace: bool = False) -> np.ndarray:
     """Brute force: the full Jacobians by `jax.jacrev` of the whole batch output, concatenated, J1 J2ᵀ."""
-    params, static = trainable_partition(model)
+    params, static = partition_parameters(evaluation_mode(model))
 
     def flat_jacobian(x):
         jac = jax.jacrev(lambda p: eqx.combine(p, static)(x))(params)

@@ -1,10 +1,4 @@
-"""Kernel configs -> block functions. One builder per kernel `kind`, in `KERNEL_BUILDERS`.
-
-A block function (`BlockKernel`) evaluates a kernel between two batches of inputs:
-`features(x)` computes what a block needs from one batch (for the empirical NTK: Jacobians or
-layer inputs and cotangents; for a closed-form kernel it can be the inputs themselves), and
-`block(f1, f2)` returns the (n1·r, n2·r) block, r = `outputs` rows per example (sample-major).
-The blocked kernel task caches features of a batch for every block that batch takes part in.
+"""Kernel configs -> block functions (engine/blocks.py). One builder per kernel `kind`, in `KERNEL_BUILDERS`.
 
 To add a kind: define its config in `ntklab/tasks/kernel_config.py` (add it to `KernelConfig`), write
 `build(config, setup) -> BlockKernel`, and register it in `KERNEL_BUILDERS` under the kind.
@@ -16,23 +10,9 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-
-class BlockKernel(Protocol):
-    outputs: int  # rows per example in a block (m for full output blocks, 1 for scalar kernels)
-    batch_size: int  # the largest batch `features` accepts
-
-    def features(self, x: np.ndarray) -> Any:
-        """What blocks need from the batch x (at most `batch_size` examples)."""
-
-    def block(self, f1: Any, f2: Any) -> np.ndarray:
-        """The (n1·outputs, n2·outputs) kernel block between two featurized batches."""
-
-    def feature_bytes(self) -> int:
-        """Memory held by the features of one batch (0 if they are the inputs)."""
+from ntklab.engine.blocks import BlockKernel
 
 
 @dataclass(frozen=True)
@@ -66,27 +46,22 @@ def build_network(model_config: Any, setup: KernelSetup):
 
 
 def _build_empirical(config: Any, setup: KernelSetup) -> BlockKernel:
-    import jax
-    import jax.numpy as jnp
-
-    from ntklab.engine.entk import EmpiricalNTK, parameter_count, trainable_partition
+    from ntklab.engine.entk import EmpiricalNTK
+    from ntklab.engine.models import parameter_count
 
     model = build_network(config.network(), setup)
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise RuntimeError("a float64 kernel needs jax_enable_x64 (wrap the computation in jax.enable_x64(True))")
-    dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     scale = 1.0
     if config.scaling == "1/sqrt(P)":
-        scale = 1.0 / math.sqrt(parameter_count(trainable_partition(model)[0]))
+        scale = 1.0 / math.sqrt(parameter_count(model))
     return EmpiricalNTK(model, setup.input_shape, config.implementation, trace=config.trace_outputs,
-                        dtype=dtype, scale=scale, batch_size=setup.batch_size, memory_bytes=setup.memory_bytes)
+                        dtype=config.dtype, scale=scale, batch_size=setup.batch_size, memory_bytes=setup.memory_bytes)
 
 
 def _build_analytic(config: Any, setup: KernelSetup) -> BlockKernel:
-    from ntklab.engine.analytic import AnalyticBlocks, plan_from_config
+    from ntklab.engine.analytic import AnalyticBlocks
+    from ntklab.engine.presets import plan_of
 
-    plan = plan_from_config(config.model, setup.input_shape)
-    return AnalyticBlocks(plan, config.which, config.dtype, setup.batch_size, config.tile)
+    return AnalyticBlocks(plan_of(config.model), config.which, config.dtype, setup.batch_size, config.tile)
 
 
 def _build_closed_form(config: Any, setup: KernelSetup) -> BlockKernel:
@@ -116,16 +91,3 @@ def build_kernel(config: Any, setup: KernelSetup) -> BlockKernel:
     except KeyError:
         raise ValueError(f"no builder for kernel kind {config.kind!r}") from None
     return builder(config, setup)
-
-
-def kernel_block(kernel: BlockKernel, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
-    """The kernel between two arrays of any length (x2=None: x1 with itself), batch by batch."""
-    same = x2 is None
-    x2 = x1 if same else x2
-    b = kernel.batch_size
-    cols = [kernel.features(x2[s : s + b]) for s in range(0, len(x2), b)]
-    rows = []
-    for s in range(0, len(x1), b):
-        f1 = cols[s // b] if same else kernel.features(x1[s : s + b])
-        rows.append(np.concatenate([np.asarray(kernel.block(f1, f2)) for f2 in cols], axis=1))
-    return np.concatenate(rows, axis=0)

@@ -1,5 +1,5 @@
 """Dense and convolution layers in the standard, NTK and Taylor-k parameterizations, BatchNorm,
-frozen arrays, and parameter-free pooling.
+frozen arrays, and parameter-free pooling: the finite meaning of the ops of engine/plan.py.
 
 Every parameterization draws the same standard normals from the same key, so layers built from one
 key compute the same function at initialization whatever their parameterization:
@@ -15,29 +15,15 @@ gradient multipliers (the mean-field parameterization's per-variable learning-ra
 """
 
 import math
-from dataclasses import dataclass
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ntklab.engine.config import LayerInit
+from ntklab.engine.plan import Init, Scales
 
 
-@dataclass(frozen=True)
-class Scales:
-    """How a layer stores and applies its weight and bias, and how its gradients are scaled."""
-
-    store_weight: float
-    weight_multiplier: float
-    store_bias: float
-    bias_multiplier: float
-    weight_grad_scale: float = 1.0
-    bias_grad_scale: float = 1.0
-    constant_bias: bool = False  # the bias starts at store_bias instead of store_bias * N(0, 1)
-
-
-def parameterization_scales(init: LayerInit, fan_in: int) -> Scales:
+def parameterization_scales(init: Init, fan_in: int) -> Scales:
     """The scales of a layer of fan-in `fan_in` in the standard, ntk or taylor parameterization."""
     b_std = 0.0 if init.b_std is None else init.b_std
     if init.parameterization == "ntk":
@@ -65,13 +51,14 @@ class _Scaled(eqx.Module):
         weight_shape: tuple[int, ...],
         bias_size: int,
         fan_in: int,
-        init: LayerInit,
+        init: Init,
         key: jax.Array,
         scales: Scales | None = None,
     ):
         scales = scales if scales is not None else parameterization_scales(init, fan_in)
         weight_key, bias_key = jax.random.split(key)
-        self.weight = scales.store_weight * jax.random.normal(weight_key, weight_shape, jnp.float32)
+        store = scales.store_weight / math.sqrt(fan_in) if scales.per_sqrt_fan_in else scales.store_weight
+        self.weight = store * jax.random.normal(weight_key, weight_shape, jnp.float32)
         if init.b_std is None:
             self.bias = None
         elif scales.constant_bias:
@@ -96,7 +83,7 @@ class Dense(_Scaled):
     """y = x @ weight + bias on (n, in_features) batches; weight is (in_features, out_features)."""
 
     def __init__(
-        self, in_features: int, out_features: int, init: LayerInit, key: jax.Array, scales: Scales | None = None
+        self, in_features: int, out_features: int, init: Init, key: jax.Array, scales: Scales | None = None
     ):
         super().__init__((in_features, out_features), out_features, in_features, init, key, scales)
 
@@ -105,34 +92,40 @@ class Dense(_Scaled):
 
 
 class Conv2d(_Scaled):
-    """Convolution of NHWC batches with an HWIO kernel and a stride; fan_in = in_channels * kh * kw.
-    SAME padding follows XLA (with stride 2 on even sizes: none before, one after)."""
+    """Convolution of NHWC batches with an HWIO kernel, strides and channel groups;
+    fan_in = in_channels / groups * kh * kw. SAME padding follows XLA (with stride 2 on even sizes:
+    none before, one after)."""
 
     padding: str = eqx.field(static=True)
-    stride: int = eqx.field(static=True)
+    strides: tuple[int, int] = eqx.field(static=True)
+    groups: int = eqx.field(static=True)
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
+        kernel_size: int | tuple[int, int],
         padding: str,
-        init: LayerInit,
+        init: Init,
         key: jax.Array,
-        stride: int = 1,
+        stride: int | tuple[int, int] = 1,
+        groups: int = 1,
     ):
-        shape = (kernel_size, kernel_size, in_channels, out_channels)
-        super().__init__(shape, out_channels, in_channels * kernel_size * kernel_size, init, key)
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        shape = (kh, kw, in_channels // groups, out_channels)
+        super().__init__(shape, out_channels, in_channels // groups * kh * kw, init, key)
         self.padding = padding
-        self.stride = stride
+        self.strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
+        self.groups = groups
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = jax.lax.conv_general_dilated(
             x,
             self.weight,
-            window_strides=(self.stride, self.stride),
+            window_strides=self.strides,
             padding=self.padding,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.groups,
         )
         return self._add_bias(self._scale_weight_product(y))
 
@@ -218,10 +211,14 @@ def has_gradient_scales(model: eqx.Module) -> bool:
     )
 
 
-def avg_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2 average pooling with stride 2 and VALID padding of NHWC batches (odd sizes round down)."""
-    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-    return summed / 4.0
+def avg_pool(x: jax.Array, window: tuple[int, int] = (2, 2), strides: tuple[int, int] = (2, 2)) -> jax.Array:
+    """Average pooling of NHWC batches with VALID padding (odd sizes round down)."""
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, *window, 1), (1, *strides, 1), "VALID")
+    return summed / float(window[0] * window[1])
+
+
+def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int], padding: str) -> jax.Array:
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1), padding)
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:

@@ -109,12 +109,13 @@ def limit_kernel(
     x1: np.ndarray, x2: np.ndarray | None = None, activation: FeatureActivation = "relu", intercept: bool = False
 ) -> np.ndarray:
     """The N -> infinity limit of the normalized Gram: E_w[act(<w, x>) act(<w, z>)] (+ 1), float64."""
-    from ntklab.engine.analytic import Activation, Affine, Flatten, analytic_kernel
+    from ntklab.engine.analytic import analytic_kernel
+    from ntklab.engine.plan import Activation, Dense, Flatten, Plan
 
     x1 = np.asarray(x1).reshape(len(x1), -1)
     x2 = None if x2 is None else np.asarray(x2).reshape(len(x2), -1)
-    plan = (Flatten(), Affine(1, w_std=1.0, b_std=None, parameterization="ntk"), Activation(activation))
-    k = analytic_kernel(plan, x1, x2, which=("nngp",), dtype="float64")["nngp"]
+    plan = Plan((Flatten(), Dense(1), Activation(activation)), 1)
+    k = analytic_kernel(plan, x1, x2, which="nngp", dtype="float64")
     return k + 1.0 if intercept else k
 
 

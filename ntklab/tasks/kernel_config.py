@@ -12,11 +12,11 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, PositiveInt, model_validator
 
 from ntklab.configbase import Seed, StrictModel, non_semantic
-from ntklab.engine.config import ANALYTIC_ACTIVATIONS, ANALYTIC_ARCHS, ANALYTIC_PARAMETERIZATIONS, ModelConfig
+from ntklab.engine.config import ComputeDtype, Implementation, ModelConfig
+from ntklab.engine.plan import kernel_problem
+from ntklab.engine.presets import plan_of
 from ntklab.tasks.train import TrainRunConfig
 
-Implementation = Literal["auto", "jacobian", "ntvp", "structured"]
-ComputeDtype = Literal["float32", "float64"]
 Scaling = Literal["none", "1/sqrt(P)"]
 
 
@@ -75,15 +75,9 @@ class AnalyticKernel(StrictModel):
 
     @model_validator(mode="after")
     def _has_a_limit(self) -> "AnalyticKernel":
-        model = self.model
-        if model.arch not in ANALYTIC_ARCHS:
-            raise ValueError(f"no analytic kernel for arch {model.arch!r}; analytic: {', '.join(ANALYTIC_ARCHS)}")
-        if model.parameterization not in ANALYTIC_PARAMETERIZATIONS:
-            raise ValueError(f"no analytic kernel in the {model.parameterization!r} parameterization; "
-                             f"analytic: {', '.join(ANALYTIC_PARAMETERIZATIONS)}")  # fmt: skip
-        if model.arch != "logistic" and model.activation not in ANALYTIC_ACTIVATIONS:
-            raise ValueError(f"activation {model.activation!r} has no closed-form kernel map; "
-                             f"analytic: {', '.join(ANALYTIC_ACTIVATIONS)}")  # fmt: skip
+        problem = kernel_problem(plan_of(self.model).ops)
+        if problem:
+            raise ValueError(f"no analytic kernel for this {self.model.arch} model: {problem}")
         return self
 
 

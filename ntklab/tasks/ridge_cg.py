@@ -63,8 +63,8 @@ def _run(config: RidgeCGRunConfig, ctx: RunContext) -> None:
 
     from ntklab.data.sources import load_dataset
     from ntklab.engine import cg
-    from ntklab.engine.entk import cast_floats, trainable_partition
-    from ntklab.engine.models import build_model
+    from ntklab.engine.entk import cast_floats
+    from ntklab.engine.models import build_model, partition_parameters
     from ntklab.engine.training import model_to_bytes, parameter_summary
 
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
@@ -125,6 +125,6 @@ def _run(config: RidgeCGRunConfig, ctx: RunContext) -> None:
     summary.update({"best_iteration": float(result.best_iteration), "iterations": float(result.iterations),
                     "converged": float(result.converged)})
     ctx.log_metrics(result.iterations, summary)
-    model = eqx.combine(linear.unravel(linear.flat0 + result.delta), trainable_partition(model0)[1])
+    model = eqx.combine(linear.unravel(linear.flat0 + result.delta), partition_parameters(model0)[1])
     ctx.save_artifact("params", model_to_bytes(model), kind="equinox",
                       metadata={**parameter_summary(model), "linearized_around_init": config.linearize})

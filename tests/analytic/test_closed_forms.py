@@ -6,6 +6,7 @@ from pydantic import TypeAdapter
 from ntklab.engine import analytic as A
 from ntklab.engine import closed_form as C
 from ntklab.engine.config import ModelConfig
+from ntklab.engine.presets import plan_of
 
 D = 9
 
@@ -22,7 +23,7 @@ def two_layer_relu(x, z):
     """mlp, depth 1, ReLU, w_std 1, no bias, NTK parameterization: the network of NTK2 and RFK2."""
     config = TypeAdapter(ModelConfig).validate_python(
         {"arch": "mlp", "depth": 1, "activation": "relu", "parameterization": "ntk", "w_std": 1.0})
-    return A.kernel_from_config(config, x, z, dtype="float64")
+    return A.analytic_kernels(plan_of(config), x, z, dtype="float64")
 
 
 def test_ntk2_and_rf2_are_the_two_layer_relu_kernels():

@@ -7,7 +7,9 @@ from pydantic import TypeAdapter, ValidationError
 from ntklab.engine import analytic as A
 from ntklab.engine.closed_form import ntk2
 from ntklab.tasks.kernel_config import KernelConfig
-from ntklab.engine.kernels import KernelSetup, build_kernel, kernel_block
+from ntklab.engine.blocks import kernel_block
+from ntklab.engine.kernels import KernelSetup, build_kernel
+from ntklab.engine.presets import plan_of
 from ntklab.engine.random_features import random_features_gram
 from ntklab.tasks.kernel_error import relative_errors
 
@@ -24,9 +26,9 @@ def test_analytic_blocks_assemble_the_kernel():
     assert config.dtype == "float64"
     kernel = build_kernel(config, KernelSetup(input_shape=(4, 4, 1), out_dim=10, seed=0, batch_size=3))
     x, z = images(7), images(4, seed=1)
-    plan = A.plan_from_config(config.model, (4, 4, 1))
-    np.testing.assert_allclose(kernel_block(kernel, x), A.analytic_kernel(plan, x)["ntk"], rtol=1e-12)
-    np.testing.assert_allclose(kernel_block(kernel, z, x), A.analytic_kernel(plan, z, x)["ntk"], rtol=1e-12)
+    plan = plan_of(config.model)
+    np.testing.assert_allclose(kernel_block(kernel, x), A.analytic_kernel(plan, x), rtol=1e-12)
+    np.testing.assert_allclose(kernel_block(kernel, z, x), A.analytic_kernel(plan, z, x), rtol=1e-12)
 
 
 def test_closed_form_and_random_features_blocks():

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from ntklab.engine.activations import activation
-from ntklab.engine.config import LayerInit
-from ntklab.engine.layers import Conv2d, Dense, avg_pool_2x2, flatten, global_avg_pool
+from ntklab.engine.plan import Init
+from ntklab.engine.layers import Conv2d, Dense, avg_pool, flatten, global_avg_pool, max_pool
 
 
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
 @pytest.mark.parametrize("b_std", [None, 0.5])
 def test_dense_preactivation_variance(parameterization, b_std):
     fan_in, width = 200, 4000
-    init = LayerInit(parameterization=parameterization, w_std=1.5, b_std=b_std)
+    init = Init(parameterization=parameterization, w_std=1.5, b_std=b_std)
     layer = Dense(fan_in, width, init, jax.random.PRNGKey(0))
     x = np.random.default_rng(0).uniform(-2.0, 2.0, size=(8, fan_in)).astype(np.float32)
     preactivations = np.asarray(layer(x))
@@ -25,7 +25,7 @@ def test_dense_preactivation_variance(parameterization, b_std):
 
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
 def test_conv_preactivation_variance(parameterization):
-    init = LayerInit(parameterization=parameterization, w_std=2.0, b_std=0.3)
+    init = Init(parameterization=parameterization, w_std=2.0, b_std=0.3)
     layer = Conv2d(6, 1000, 3, "VALID", init, jax.random.PRNGKey(1))
     x = np.random.default_rng(1).normal(size=(2, 5, 5, 6)).astype(np.float32)
     preactivations = np.asarray(layer(x))
@@ -35,8 +35,8 @@ def test_conv_preactivation_variance(parameterization):
 
 
 def test_ntk_layer_is_the_standard_layer_with_rescaled_weights():
-    ntk = Dense(30, 20, LayerInit(parameterization="ntk", w_std=1.7, b_std=0.4), jax.random.PRNGKey(2))
-    standard = Dense(30, 20, LayerInit(parameterization="standard", w_std=1.7, b_std=0.4), jax.random.PRNGKey(3))
+    ntk = Dense(30, 20, Init(parameterization="ntk", w_std=1.7, b_std=0.4), jax.random.PRNGKey(2))
+    standard = Dense(30, 20, Init(parameterization="standard", w_std=1.7, b_std=0.4), jax.random.PRNGKey(3))
     rescaled = eqx.tree_at(
         lambda layer: (layer.weight, layer.bias), standard, (ntk.weight * 1.7 / math.sqrt(30), ntk.bias * 0.4)
     )
@@ -46,8 +46,8 @@ def test_ntk_layer_is_the_standard_layer_with_rescaled_weights():
 
 def test_ntk_and_standard_layers_from_one_key_agree_at_init():
     key = jax.random.PRNGKey(4)
-    ntk = Conv2d(3, 8, 3, "SAME", LayerInit(parameterization="ntk", w_std=1.3, b_std=0.2), key)
-    standard = Conv2d(3, 8, 3, "SAME", LayerInit(parameterization="standard", w_std=1.3, b_std=0.2), key)
+    ntk = Conv2d(3, 8, 3, "SAME", Init(parameterization="ntk", w_std=1.3, b_std=0.2), key)
+    standard = Conv2d(3, 8, 3, "SAME", Init(parameterization="standard", w_std=1.3, b_std=0.2), key)
     x = np.random.default_rng(3).normal(size=(2, 6, 6, 3)).astype(np.float32)
     np.testing.assert_allclose(ntk(x), standard(x), rtol=1e-5, atol=1e-5)
     assert float(jnp.std(ntk.weight)) == pytest.approx(1.0, rel=0.15)
@@ -55,8 +55,8 @@ def test_ntk_and_standard_layers_from_one_key_agree_at_init():
 
 
 def test_no_bias_when_b_std_is_none():
-    assert Dense(3, 4, LayerInit(b_std=None), jax.random.PRNGKey(0)).bias is None
-    assert Dense(3, 4, LayerInit(b_std=0.1), jax.random.PRNGKey(0)).bias.shape == (4,)
+    assert Dense(3, 4, Init(b_std=None), jax.random.PRNGKey(0)).bias is None
+    assert Dense(3, 4, Init(b_std=0.1), jax.random.PRNGKey(0)).bias.shape == (4,)
 
 
 def numpy_conv(x, kernel, padding):
@@ -77,7 +77,7 @@ def numpy_conv(x, kernel, padding):
 @pytest.mark.parametrize("kernel_size", [2, 3])
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
 def test_conv_matches_brute_force(padding, kernel_size, parameterization):
-    init = LayerInit(parameterization=parameterization, w_std=1.2, b_std=0.5)
+    init = Init(parameterization=parameterization, w_std=1.2, b_std=0.5)
     layer = Conv2d(3, 4, kernel_size, padding, init, jax.random.PRNGKey(5))
     x = np.random.default_rng(4).normal(size=(2, 7, 6, 3)).astype(np.float32)
     effective_kernel = np.asarray(layer.weight) * layer.weight_multiplier
@@ -85,10 +85,30 @@ def test_conv_matches_brute_force(padding, kernel_size, parameterization):
     np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_grouped_strided_conv_matches_brute_force():
+    """groups = 2 on 4 input channels: output channels 0-2 see inputs 0-1, channels 3-5 inputs 2-3;
+    strides (2, 1) keep every second row of the stride-1 result (VALID)."""
+    layer = Conv2d(4, 6, (3, 2), "VALID", Init(w_std=1.1, b_std=0.2), jax.random.PRNGKey(1), (2, 1), groups=2)
+    assert layer.weight.shape == (3, 2, 2, 6)
+    x = np.random.default_rng(2).normal(size=(2, 7, 5, 4)).astype(np.float32)
+    w = np.asarray(layer.weight)
+    dense = np.zeros((3, 2, 4, 6), np.float32)
+    dense[:, :, :2, :3], dense[:, :, 2:, 3:] = w[:, :, :, :3], w[:, :, :, 3:]
+    expected = numpy_conv(x, dense, "VALID")[:, ::2] + np.asarray(layer.bias)
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_max_pool():
+    x = np.random.default_rng(5).normal(size=(2, 5, 4, 3)).astype(np.float32)
+    expected = x[:, :4, :4, :].reshape(2, 2, 2, 2, 2, 3).max(axis=(2, 4))
+    np.testing.assert_array_equal(max_pool(x, (2, 2), (2, 2), "VALID"), expected)
+    assert max_pool(x, (3, 3), (2, 2), "SAME").shape == (2, 3, 2, 3)
+
+
 def test_pooling():
     x = np.random.default_rng(5).normal(size=(2, 5, 4, 3)).astype(np.float32)
     expected = x[:, :4, :4, :].reshape(2, 2, 2, 2, 2, 3).mean(axis=(2, 4))
-    np.testing.assert_allclose(avg_pool_2x2(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(avg_pool(x), expected, rtol=1e-6)
     np.testing.assert_allclose(global_avg_pool(x), x.mean(axis=(1, 2)), rtol=1e-6)
     assert flatten(x).shape == (2, 60)
 

@@ -9,46 +9,44 @@ import numpy as np
 import pytest
 from fakectx import fast_compile
 
-from ntklab.engine.config import CNNModel, LeNet5Model, MLPModel, ResNet18Model
+from pydantic import TypeAdapter
+
+from ntklab.engine.config import CNNModel, LeNet5Model, MLPModel, ModelConfig
 from ntklab.engine.entk import (
     EmpiricalNTK,
     cast_floats,
     choose_implementation,
     reference_ntk,
 )
-from ntklab.engine.layers import BatchNorm, Conv2d, Dense, global_avg_pool
-from ntklab.engine.models import BasicBlock, Model, build_model, named_parameters
+from ntklab.engine.models import build_model, named_parameters
+
+parse_model = TypeAdapter(ModelConfig).validate_python
 
 
-class SmallResNet(Model):
-    """conv-BN-relu stem, one ResNet-18 basic block (stride 2, a 1x1 conv-BN shortcut), global
-    average pooling, Dense readout: the zoo's ResNet-18 structure at a size that compiles fast."""
-
-    stem: Conv2d
-    stem_bn: BatchNorm
-    block: BasicBlock
-    readout: Dense
-
-    def __call__(self, x):
-        x = jax.nn.relu(self.stem_bn(self.stem(x)))
-        x, _ = self.block.forward(x, jax.nn.relu, False)
-        return self.readout(global_avg_pool(x))
-
-
-def small_resnet(key) -> SmallResNet:
-    init = ResNet18Model(arch="resnet18", width=2)
-    k = jax.random.split(key, 5)
-    block = BasicBlock(conv1=Conv2d(4, 6, 3, "SAME", init, k[1], stride=2), bn1=BatchNorm(6),
-                       conv2=Conv2d(6, 6, 3, "SAME", init, k[2]), bn2=BatchNorm(6),
-                       shortcut_conv=Conv2d(4, 6, 1, "SAME", init, k[3], stride=2), shortcut_bn=BatchNorm(6))
-    return SmallResNet(Conv2d(3, 4, 3, "SAME", init, k[0]), BatchNorm(4), block, Dense(6, 3, init, k[4]))
+CONV = {"op": "conv", "kernel_size": 3, "padding": "SAME"}
+# conv-BN-relu stem, one ResNet-18 basic block (stride 2, a 1x1 conv-BN shortcut), global average
+# pooling, Dense readout: the zoo's ResNet-18 structure at a size that compiles fast
+SMALL_RESNET = parse_model({"arch": "layers", "layers": [
+    dict(CONV, out=4), {"op": "batch_norm"}, {"op": "act"},
+    {"op": "sum", "branches": [
+        [dict(CONV, out=6, strides=2), {"op": "batch_norm"}, {"op": "act"}, dict(CONV, out=6), {"op": "batch_norm"}],
+        [dict(CONV, out=6, kernel_size=1, strides=2), {"op": "batch_norm"}]]},
+    {"op": "act"}, {"op": "global_avg_pool"}, {"op": "dense"},
+]})  # fmt: skip
+# a depthwise and a grouped convolution (Jacobian fallback in `structured`), max pooling, a concatenation
+GROUPED = parse_model({"arch": "layers", "b_std": 0.1, "parameterization": "ntk", "layers": [
+    dict(CONV, out=4), {"op": "act"}, dict(CONV, out=4, groups=4, strides=[2, 1]), {"op": "max_pool", "window": 2},
+    {"op": "concat", "branches": [[dict(CONV, out=4, groups=2)], [{"op": "act", "name": "gelu"}]]},
+    {"op": "flatten"}, {"op": "dense"},
+]})  # fmt: skip
 
 
 MODELS = {
     "mlp": (MLPModel(arch="mlp", depth=2, width=12, b_std=0.1, parameterization="ntk"), (4, 4, 1)),
     "cnn_pool": (CNNModel(arch="cnn", depth=2, channels=4, padding="SAME", readout="gap", b_std=0.2), (6, 6, 2)),
     "lenet5": (LeNet5Model(arch="lenet5", b_std=0.1, parameterization="ntk"), (8, 8, 3)),
-    "resnet_bn": (None, (8, 8, 3)),
+    "resnet_bn": (SMALL_RESNET, (8, 8, 3)),
+    "grouped_maxpool_concat": (GROUPED, (8, 8, 2)),
 }
 IMPLEMENTATIONS = ("jacobian", "ntvp", "structured")
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
@@ -62,7 +60,7 @@ def _fast_compile(monkeypatch):
 @functools.cache
 def network(name: str) -> tuple[eqx.Module, tuple[int, ...]]:
     config, shape = MODELS[name]
-    model = small_resnet(jax.random.PRNGKey(0)) if config is None else build_model(config, shape, 3, jax.random.PRNGKey(0))
+    model = build_model(config, shape, 3, jax.random.PRNGKey(0))
     if name == "resnet_bn":  # BatchNorm with non-trivial running statistics and affine parameters
         leaves, treedef = jax.tree_util.tree_flatten(model)
         keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
@@ -82,11 +80,10 @@ def test_every_implementation_matches_brute_force_jacobians(name, dtype):
     with jax.enable_x64(True):
         reference = {trace: reference_ntk(cast_floats(model, jnp.float64), x1, x2, trace) for trace in (False, True)}
     assert reference[False].shape == (15, 9) and reference[True].shape == (5, 3)
-    precision = jnp.float64 if dtype == "float64" else jnp.float32
     with jax.enable_x64(dtype == "float64"):
         for trace in (False, True):
             for implementation in IMPLEMENTATIONS:
-                kernel = EmpiricalNTK(model, shape, implementation, trace=trace, dtype=precision, batch_size=5)
+                kernel = EmpiricalNTK(model, shape, implementation, trace=trace, dtype=dtype, batch_size=5)
                 got = kernel(x1.astype(dtype), x2.astype(dtype))
                 assert got.dtype == np.dtype(dtype)
                 error = np.max(np.abs(got - reference[trace])) / np.max(np.abs(reference[trace]))
@@ -101,7 +98,7 @@ def test_structured_uses_layer_rules_and_falls_back_for_batchnorm():
     structure = kernel._impl.structure
     assert {layer.rule for layer in structure.layers} >= {"explicit", "dense"}
     # BatchNorm scales and offsets are parameters (Jacobian fallback); running statistics are not
-    bn_parameters = sum(p.size for n, p in named_parameters(model).items() if "bn" in n)
+    bn_parameters = sum(p.size for n, p in named_parameters(model).items() if n.endswith(("scale", "offset")))
     assert bn_parameters == 2 * (4 + 6 + 6 + 6)
     assert structure.rest_count == bn_parameters > 0
     assert kernel.parameters == sum(p.size for p in named_parameters(model).values())
@@ -122,6 +119,24 @@ def test_auto_picks_structured_for_dense_networks_and_reports_its_choice():
     kernel = EmpiricalNTK(model, shape, "auto", batch_size=8)
     assert kernel.chosen == "structured"
     assert choose_implementation(kernel._structure, 3, 8, False, 1 << 40) == "structured"
+
+
+def test_float64_without_x64_raises():
+    """Without x64 JAX would silently compute in float32; the kernel refuses instead."""
+    model, shape = network("mlp")
+    assert not jax.config.jax_enable_x64
+    with pytest.raises(RuntimeError, match="jax_enable_x64"):
+        EmpiricalNTK(model, shape, "structured", dtype="float64")
+    with pytest.raises(ValueError, match="float32, float64"):
+        EmpiricalNTK(model, shape, "structured", dtype="float16")
+
+
+def test_grouped_convolutions_fall_back_to_their_jacobian():
+    model, shape = network("grouped_maxpool_concat")
+    structure = EmpiricalNTK(model, shape, "structured", batch_size=4)._impl.structure
+    grouped = sum(p.size for n, p in named_parameters(model).items() if n.startswith(("layers.1.", "layers.2.")))
+    assert structure.rest_count == grouped > 0
+    assert [layer.kind for layer in structure.layers] == ["conv", "dense"]
 
 
 def test_scale_and_padding():
