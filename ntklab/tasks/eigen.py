@@ -130,9 +130,10 @@ def _implicit_spectrum(config: EigenRunConfig, ctx: RunContext):
 
     from ntklab.data.sources import load_dataset
     from ntklab.engine import eigen
-    from ntklab.engine.entk import cast_floats, trainable_partition
+    from ntklab.engine.entk import cast_floats
     from ntklab.engine.jacobian_products import JacobianOperator
     from ntklab.engine.kernels import build_network
+    from ntklab.engine.models import partition_parameters
     from ntklab.tasks.kernel import kernel_points, kernel_setup_for
 
     kernel = config.kernel
@@ -141,7 +142,7 @@ def _implicit_spectrum(config: EigenRunConfig, ctx: RunContext):
     params = ctx.upstream_artifact("at", "params") if kernel.kernel.at is not None else None
     network = build_network(kernel.kernel.network(), kernel_setup_for(kernel, dataset, params, config.batch_size))
     dtype = jnp.float64 if kernel.kernel.dtype == "float64" else jnp.float32
-    operator = JacobianOperator(lambda model, x: model(x), cast_floats(network, dtype), x_rows, trainable_partition,
+    operator = JacobianOperator(lambda model, x: model(x), cast_floats(network, dtype), x_rows, partition_parameters,
                                 batch_size=config.batch_size, vector_batch=1)
     scale = 1.0 / math.sqrt(operator.parameters) if kernel.kernel.scaling == "1/sqrt(P)" else 1.0
     spectrum = eigen.operator_eigenpairs(lambda v: scale * operator.kernel_apply(v[:, None])[:, 0], operator.rows,
