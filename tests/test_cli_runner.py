@@ -145,3 +145,12 @@ def test_database_password_is_never_printed(home):
     assert result.returncode == 3
     assert "s3cr3tpw" not in result.stdout + result.stderr
     assert "***" in result.stderr
+
+
+def test_strict_makes_diverged_runs_fail_the_command(home):
+    (home / "unstable.yaml").write_text("name: unstable\ngroups:\n  ok: {task: probe}\n"
+                                        "  unstable: {task: probe, diverge_at_step: 2}\n")
+    assert ntklab("run", "unstable.yaml", home=home).returncode == 0, "a diverged run is a result by default"
+    strict = ntklab("run", "unstable.yaml", "--strict", home=home)
+    assert strict.returncode == 1 and "1 runs diverged (--strict)" in strict.stderr
+    assert "0 runs to execute" in strict.stderr, "--strict runs nothing again"

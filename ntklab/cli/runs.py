@@ -28,6 +28,9 @@ def run(
     group: SpecGroupOption = None,
     format_: Annotated[OutputFormat, typer.Option("--format", "-f", help="format of the summary at the end")] = OutputFormat.table,
     max_runs: MaxRunsOption = MAX_RUNS,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="exit 1 when a run of the spec diverged, too (by default only failed runs do): for scripts")
+    ] = False,
     executor: ExecutorOption = None,
     workers: WorkersOption = None,
     devices: DevicesOption = None,
@@ -84,6 +87,10 @@ def run(
         if earlier:
             err.print(f"{earlier} runs failed earlier or are blocked by a failed upstream run; "
                       "--retry-failed runs them again")
+        raise typer.Exit(EXIT_FAILED_RUNS)
+    diverged = result.count(RunStatus.diverged)
+    if strict and diverged:
+        err.print(f"{diverged} runs diverged (--strict)")
         raise typer.Exit(EXIT_FAILED_RUNS)
 
 
