@@ -1,7 +1,6 @@
 """The run context handed to a task: buffered metrics, artifacts, checkpoints, progress, stop."""
 
 import hashlib
-import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -15,12 +14,12 @@ from ntklab.db.connection import reading, writing
 from ntklab.db.models import Artifact
 from ntklab.db.queue import ClaimedRun, Worker, set_checkpoint_step, upstream_run, utcnow
 from ntklab.db.records import MetricPoint, finite_or_none, record_artifact, write_metrics
+from ntklab.runner.checkpoint import read_checkpoint, save_checkpoint
 from ntklab.runner.runlog import RunLog
 from ntklab.store import Home, atomic_write, directory_manifest
 
 FLUSH_POINTS = 2_000
 FLUSH_SECONDS = 10.0
-_STEP_HEADER = struct.Struct("<q")
 
 
 def _safe(name: str) -> str:
@@ -50,15 +49,6 @@ class StopFlag:
     def wait(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking early when the flag is set."""
         self._event.wait(seconds)
-
-
-def read_checkpoint(home: Home, run_key: str) -> tuple[int, bytes] | None:
-    path = home.checkpoint_path(run_key)
-    if not path.exists():
-        return None
-    data = path.read_bytes()
-    (step,) = _STEP_HEADER.unpack_from(data)
-    return step, data[_STEP_HEADER.size :]
 
 
 class LiveRunContext:
@@ -107,13 +97,13 @@ class LiveRunContext:
         self._log.write(f"artifact {name}: {len(data)} bytes, sha256 {digest[:12]}")
 
     def load_checkpoint(self) -> bytes | None:
-        found = read_checkpoint(self._home, self.run_key)
+        found = read_checkpoint(self._home, self.run_key, self._log.write)
         return found[1] if found else None
 
     def save_checkpoint(self, step: int, payload: bytes) -> None:
         self.flush()
         self._check_lease()
-        atomic_write(self._home.checkpoint_path(self.run_key), _STEP_HEADER.pack(int(step)) + payload)
+        save_checkpoint(self._home, self.run_key, step, payload)
         with writing(self._engine) as conn:
             set_checkpoint_step(conn, self._run.id, self._worker, int(step))
         self._log.write(f"checkpoint at step {step}")

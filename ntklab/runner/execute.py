@@ -23,7 +23,8 @@ from ntklab.db.records import truncate_after
 from ntklab.db.tables import runs
 from ntklab.headline import headline_names
 from ntklab.redaction import redact
-from ntklab.runner.context import LeaseLost, LiveRunContext, StopFlag, read_checkpoint
+from ntklab.runner.checkpoint import read_checkpoint
+from ntklab.runner.context import LeaseLost, LiveRunContext, StopFlag
 from ntklab.runner.heartbeat import Heartbeat
 from ntklab.runner.progress import Reporter
 from ntklab.runner.provenance import collect
@@ -90,7 +91,7 @@ def execute_one(engine: Engine, home: Home, config: BaseModel, claimed: ClaimedR
     label = f"{claimed.key[:12]} {claimed.group}"
     log = RunLog(home.log_path(claimed.key))
     began = time.monotonic()
-    checkpoint = read_checkpoint(home, claimed.key)
+    checkpoint = read_checkpoint(home, claimed.key, log.write)
     resumed_from = checkpoint[0] if checkpoint else None
     with writing(engine) as conn:
         truncate_after(conn, claimed.id, resumed_from)
