@@ -120,3 +120,32 @@ def test_database_only_commands_do_not_import_jax(probed, command):
     assert imported, "python -X importtime printed nothing"
     loaded = sorted(m for m in imported if m.split(".")[0] in JAX_FAMILY)
     assert not loaded, f"`ntklab {command}` imports {loaded[:5]}"
+
+
+def test_conventions_on_postgresql(home, pg_url):
+    """The database-facing conventions on PostgreSQL: run's and plan's JSON, completion, an
+    experiment named by its spec file, and the notebook API reading an artifact by run key."""
+    from ntklab.reports.api import load_artifact, load_experiment
+
+    (home / "conventions.yaml").write_text(PROBE.replace("steps: 4", "steps: 4, artifact_bytes: 8"))
+    summary = json.loads(cli("run", "conventions.yaml", "-f", "json", home=home, db=pg_url, check=True).stdout)
+    assert summary["groups"][0]["done"] == 2 and summary["headlines"][0]["metric"] == "loss"
+    planned = json.loads(cli("plan", "conventions.yaml", "--show", "-f", "json", home=home, db=pg_url,
+                             check=True).stdout)
+    keys = sorted(r["key"] for r in planned["runs"])
+    assert {r["status"] for r in planned["runs"]} == {"done"} and len(keys) == 2
+    env = {"_NTKLAB_COMPLETE": "complete_bash", "COMP_WORDS": "ntklab status co", "COMP_CWORD": "2"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        assert cli(home=home, db=pg_url, check=True).stdout.split() == ["conventions"]
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    by_file = json.loads(cli("status", "conventions.yaml", "-f", "json", home=home, db=pg_url, check=True).stdout)
+    assert by_file[0]["done"] == 2
+    exp = load_experiment("conventions", db=pg_url)
+    seeds = {p["key"]: p["seed"] for p in exp.params}
+    assert sorted(seeds) == keys
+    for key, seed in seeds.items():
+        assert load_artifact(key[:10], "probe", db=pg_url, home=home) == bytes((seed + i) % 256 for i in range(8))
