@@ -6,10 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ntklab.cli.common import (CONTEXT, DbOption, ExperimentArgument, HomeOption, app, err, existing_engine,
+from ntklab.cli.common import (CONTEXT, EXIT_EPILOG, DbOption, ExperimentArgument, HomeOption, app, err, existing_engine,
                                experiment_name, out, reported)
 
-export_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT,
+export_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT, epilog=EXIT_EPILOG,
                          help="An experiment's metrics as TensorBoard event files, Parquet or CSV.")
 app.add_typer(export_app, name="export")
 OutputOption = Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="the file to write")]
