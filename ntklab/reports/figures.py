@@ -25,11 +25,14 @@ Semantics (see also `ntklab.spec.models.Figure`):
   (`abs_difference`) or value / baseline (`ratio`), where the baseline run is the experiment's run
   with the given params and otherwise the same params, and its value is taken the same way
   (same step for `all`; its own last/min/max/best otherwise).
+- `best_over` with `by`: per point and seed the run best by `by` (reports/best.py); the point
+  aggregates the chosen runs and the table names the winning values.
 - Values never travel one query per run: run ids go in chunks (reports/records.py).
 
 The parts: name resolution (reports/axes.py), run selection (reports/selection.py), baseline
-matching (reports/baselines.py) and aggregation (reports/aggregation.py); this module finds the
-stored figures and puts the parts together.
+matching (reports/baselines.py), the best run over a hyper-parameter (reports/best.py) and
+aggregation (reports/aggregation.py); this module finds the stored figures and puts the parts
+together.
 """
 
 import difflib
