@@ -87,9 +87,25 @@ class RunSource:
 def execute_one(engine: Engine, home: Home, config: BaseModel, claimed: ClaimedRun, worker: Worker,
                 stop: StopFlag, options: ExecuteOptions, source: RunSource, reporter: Reporter) -> RunOutcome:
     """Execute one claimed run and record how it ended (the outcome says "lost" when another worker
-    took the run over meanwhile). A second interrupt (KeyboardInterrupt) propagates."""
-    label = f"{claimed.key[:12]} {claimed.group}"
+    took the run over meanwhile). A second interrupt (KeyboardInterrupt) propagates, wherever it
+    arrives, after the run is recorded interrupted and its log says so."""
     log = RunLog(home.log_path(claimed.key))
+    try:
+        return _execute_claimed(engine, home, config, claimed, worker, stop, options, source, reporter, log)
+    except KeyboardInterrupt:
+        log = RunLog(home.log_path(claimed.key))  # it may have been closed when the interrupt came
+        with writing(engine) as conn:
+            finish(conn, claimed.id, worker, RunStatus.interrupted, error_type="KeyboardInterrupt",
+                   error_message="aborted by a second interrupt")
+        log.write("aborted by a second interrupt")
+        log.close()
+        raise
+
+
+def _execute_claimed(engine: Engine, home: Home, config: BaseModel, claimed: ClaimedRun, worker: Worker,
+                     stop: StopFlag, options: ExecuteOptions, source: RunSource, reporter: Reporter,
+                     log: RunLog) -> RunOutcome:
+    label = f"{claimed.key[:12]} {claimed.group}"
     began = time.monotonic()
     checkpoint = read_checkpoint(home, claimed.key, log.write)
     resumed_from = checkpoint[0] if checkpoint else None
@@ -116,11 +132,6 @@ def execute_one(engine: Engine, home: Home, config: BaseModel, claimed: ClaimedR
         status, note = RunStatus.diverged, str(diverged)
         error = ("Diverged", str(diverged), None)
         _flush_quietly(ctx, log)
-    except KeyboardInterrupt:
-        _record(engine, claimed, worker, RunStatus.interrupted, ("KeyboardInterrupt", "aborted", None), ctx, source.spec_file)
-        log.write("aborted by a second interrupt")
-        log.close()
-        raise
     except Exception as exc:
         status, note = RunStatus.failed, f"{type(exc).__name__}: {exc}"
         error = (type(exc).__name__, redact(str(exc)), redact(tb.format_exc()[-TRACEBACK_LIMIT:]))
