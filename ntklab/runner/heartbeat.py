@@ -1,6 +1,10 @@
-"""A background thread that renews a claimed run's lease while the task works."""
+"""A background thread that renews a claimed run's lease while the task works, and records its
+progress every PROGRESS_SECONDS when it changed, so `ntklab status` is at most that far behind
+(the lease alone is renewed only every third of it, by default 20 s). Only the latest progress is
+written, in the same one-row update as the lease, and no write happens while it stands still."""
 
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -8,6 +12,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ntklab.db.queue import Worker, heartbeat
 from ntklab.runner.context import LiveRunContext
+
+
+PROGRESS_SECONDS = 2.0
 
 
 class Heartbeat:
@@ -25,12 +32,17 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        interval = max(self._lease.total_seconds() / 3, 0.05)
-        while not self._stopped.wait(interval):
+        renew_every = max(self._lease.total_seconds() / 3, 0.05)
+        renewed, written = time.monotonic(), None
+        while not self._stopped.wait(min(renew_every, PROGRESS_SECONDS)):
+            progress = self._ctx.latest_progress
+            if progress == written and time.monotonic() - renewed < renew_every:
+                continue
             try:
-                held = heartbeat(self._engine, self._run_id, self._worker, self._lease, self._ctx.latest_progress)
+                held = heartbeat(self._engine, self._run_id, self._worker, self._lease, progress)
             except SQLAlchemyError:
                 continue  # a transient database error: the lease has slack for the next beat
+            renewed, written = time.monotonic(), progress
             if not held:
                 self._ctx.lease_lost.set()
                 return
