@@ -36,6 +36,8 @@ class BestRuns:
 
 
 def choose_best(conn: Connection, figure: Figure, axes: FigureAxes, usable: list[FigureRun], name: str) -> BestRuns:
+    """Among the done, usable runs of the figure (called `name` in messages), the best run of
+    each replicate of each point by the figure's `by`."""
     by = axes.by
     direction = figure.best or best_direction(by.name)
     if direction is None:
