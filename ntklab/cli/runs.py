@@ -69,6 +69,7 @@ def run(
             return
     else:
         engine, store = open_home_engine(db, home, create=True)
+        _warn_of_a_new_spec_version(engine, plan)
         result = execute(engine, store, plan, options, make_reporter(err))
     _print_plan(plan, plan_groups(engine, plan), f"{plan.name}: runs by status", format_,
                 headlines=_headline_rows(engine, plan))
@@ -92,6 +93,19 @@ def run(
     if strict and diverged:
         err.print(f"{diverged} runs diverged (--strict)")
         raise typer.Exit(EXIT_FAILED_RUNS)
+
+
+def _warn_of_a_new_spec_version(engine, plan) -> None:
+    """Another spec file (or an edited one) with the name of a recorded experiment adds a version
+    to it; say so, since the two specs' runs and figures now live under one name."""
+    from ntklab.db.connection import reading
+    from ntklab.db.queue import spec_version_count
+
+    with reading(engine) as conn:
+        versions, known = spec_version_count(conn, plan.name, plan.spec_hash)
+    if versions and not known:
+        err.print(styled("warning", "yellow", f"{plan.file} adds spec version {versions + 1} to the experiment "
+                         f"{plan.name!r}; the figures of earlier versions stay queryable"), highlight=False)
 
 
 _GROUP_COLUMNS = ["group", "task"]

@@ -50,6 +50,20 @@ class Experiment(Base):
     updated_at: Mapped[datetime]
 
 
+class SpecVersion(Base):
+    """Every spec text an experiment was run with (experiments holds the latest)."""
+
+    __tablename__ = "spec_versions"
+    __table_args__ = (UniqueConstraint("experiment_id", "spec_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    spec_text: Mapped[str] = mapped_column(Text)
+    spec_file: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
 class Run(Base):
     __tablename__ = "runs"
 

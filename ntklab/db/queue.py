@@ -20,7 +20,7 @@ from ntklab.db.connection import reading, writing
 from ntklab.db.dialect import insert_for
 from ntklab.db.models import Attempt, Param, RunStatus
 from ntklab.db.records import clear_results
-from ntklab.db.tables import attempts, experiments, memberships, runs, upstream_links
+from ntklab.db.tables import attempts, experiments, memberships, runs, spec_versions, upstream_links
 from ntklab.flatten import flatten
 from ntklab.identity import HASH_VERSION
 
@@ -73,7 +73,8 @@ def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
 
 
 def sync_experiment(conn: Connection, name: str, description: str, spec_text: str, spec_hash: str, spec_file: str) -> int:
-    """Insert or update the experiment row; returns its id."""
+    """Insert or update the experiment row (it holds the latest spec) and keep the spec among its
+    versions; returns its id."""
     now = utcnow()
     stmt = insert_for(conn, experiments).values(
         name=name, description=description, spec_text=spec_text, spec_hash=spec_hash,
@@ -85,7 +86,19 @@ def sync_experiment(conn: Connection, name: str, description: str, spec_text: st
               "spec_file": spec_file, "updated_at": now},
     )
     conn.execute(stmt)
-    return conn.execute(select(experiments.c.id).where(experiments.c.name == name)).scalar_one()
+    experiment_id = conn.execute(select(experiments.c.id).where(experiments.c.name == name)).scalar_one()
+    conn.execute(insert_for(conn, spec_versions).values(
+        experiment_id=experiment_id, spec_hash=spec_hash, spec_text=spec_text, spec_file=spec_file, created_at=now,
+    ).on_conflict_do_nothing(index_elements=[spec_versions.c.experiment_id, spec_versions.c.spec_hash]))
+    return experiment_id
+
+
+def spec_version_count(conn: Connection, name: str, spec_hash: str) -> tuple[int, bool]:
+    """How many spec versions the experiment `name` has, and whether `spec_hash` is one of them."""
+    rows = conn.execute(select(spec_versions.c.spec_hash).join(experiments, experiments.c.id ==
+                                                               spec_versions.c.experiment_id)
+                        .where(experiments.c.name == name)).scalars().all()
+    return len(rows), spec_hash in rows
 
 
 def typed_param(value: Any) -> dict[str, Any]:

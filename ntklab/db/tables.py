@@ -10,6 +10,7 @@ from ntklab.db.models import (
     Param,
     Run,
     RunUpstream,
+    SpecVersion,
 )
 
 runs = Run.__table__
@@ -21,3 +22,4 @@ summaries = MetricSummary.__table__
 artifacts = Artifact.__table__
 upstream_links = RunUpstream.__table__
 attempts = Attempt.__table__
+spec_versions = SpecVersion.__table__

@@ -1,7 +1,9 @@
 """Figures as queries: the data behind a figure declared in a spec, from the database alone.
 
 A figure lives in its experiment's stored spec (experiments.spec_text); its `figures:` section is
-parsed again with the same `Figure` model, so `ntklab query --paper NAME` needs no spec file.
+parsed again with the same `Figure` model, so `ntklab query --paper NAME` needs no spec file. A
+figure that only an earlier spec version of the experiment declares (spec_versions: another spec
+file with the same `name:`) stays queryable; the latest spec wins where both declare a name.
 
 Semantics (see also `ntklab.spec.models.Figure`):
 
@@ -43,7 +45,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Connection, select
 
-from ntklab.db.tables import experiments
+from ntklab.db.tables import experiments, spec_versions
 from ntklab.errors import SpecError, UsageError
 from ntklab.reports.aggregation import Aggregation, Point
 from ntklab.reports.axes import Axis, FigureAxes, FigureError, resolve_axes, value_selection
@@ -101,13 +103,31 @@ def parse_figures(spec_text: str, file: str = "<stored spec>") -> tuple[dict[str
     return found, problems
 
 
+def _versions_figures(conn: Connection, experiment_id: int, name: str) -> tuple[dict[str, Figure], dict[str, str]]:
+    """The figures of every spec version of an experiment, the latest spec's first."""
+    latest = conn.execute(select(experiments.c.spec_text).where(experiments.c.id == experiment_id)).scalar_one()
+    older = conn.execute(select(spec_versions.c.spec_text).where(spec_versions.c.experiment_id == experiment_id)
+                         .order_by(spec_versions.c.id.desc())).scalars()
+    found: dict[str, Figure] = {}
+    problems: dict[str, str] = {}
+    for text in dict.fromkeys([latest, *older]):
+        figures, bad = parse_figures(text or "", f"{name} (stored spec)")
+        for figure_name, figure in figures.items():
+            if figure_name not in found and figure_name not in problems:
+                found[figure_name] = figure
+        for figure_name, problem in bad.items():
+            if figure_name not in found and figure_name not in problems:
+                problems[figure_name] = problem
+    return found, problems
+
+
 def stored_figures(conn: Connection, experiment: str | None = None) -> StoredFigures:
-    query = select(experiments.c.id, experiments.c.name, experiments.c.spec_text).order_by(experiments.c.name)
+    query = select(experiments.c.id, experiments.c.name).order_by(experiments.c.name)
     if experiment is not None:
         query = query.where(experiments.c.name == experiment)
     figures, problems = [], {}
-    for experiment_id, name, text in conn.execute(query):
-        found, bad = parse_figures(text or "", f"{name} (stored spec)")
+    for experiment_id, name in conn.execute(query).all():
+        found, bad = _versions_figures(conn, experiment_id, name)
         figures += [FigureRef(name, experiment_id, n, f) for n, f in found.items()]
         problems |= {f"{name}:{n}": p for n, p in bad.items()}
     return StoredFigures(figures, problems)
@@ -320,8 +340,7 @@ def experiment_figures(conn: Connection, experiment: str,
         known = list(conn.execute(select(experiments.c.name).order_by(experiments.c.name)).scalars())
         raise UsageError(f"no experiment named {experiment!r} in the database; known: {', '.join(known) or 'none yet'}")
     if figures is None:
-        text = conn.execute(select(experiments.c.spec_text).where(experiments.c.id == row.id)).scalar_one()
-        found, problems = parse_figures(text or "")
+        found, problems = _versions_figures(conn, row.id, experiment)
     else:
         found, problems = dict(figures), {}
     results: list[FigureData | FigureProblem] = []
