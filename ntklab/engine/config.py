@@ -1,8 +1,9 @@
 """Configs of models and training. Pydantic only: importing this module does not import JAX."""
 
+import functools
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, TypeAdapter, model_validator
 
 from ntklab.configbase import StrictModel, added_field, non_semantic
 from ntklab.engine.layer_specs import Activation, LayerSpec
@@ -184,6 +185,16 @@ ModelConfig = Annotated[
     ],
     Field(discriminator="arch"),
 ]
+
+
+def parse_model_config(data: dict[str, Any]) -> ModelConfig:
+    """A model config from its dict (YAML) form, validated; `arch` selects the architecture."""
+    return _model_config_adapter().validate_python(data)
+
+
+@functools.cache
+def _model_config_adapter() -> TypeAdapter:
+    return TypeAdapter(ModelConfig)
 
 
 class SGD(StrictModel):

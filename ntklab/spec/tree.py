@@ -58,11 +58,13 @@ class ConfigTree:
             self.sources[key] = source
 
     def source_of(self, loc: tuple[str, ...]) -> Source | None:
-        """Where the value at `loc` (or its nearest enclosing mapping) was set."""
+        """Where the value at `loc` (or its nearest enclosing mapping) was set. Inside a value set
+        from the spec file (a list of layers), the path continues into it: the line of a list
+        item is that item's (SourcedYaml.line_of falls back to the nearest line it has)."""
         for end in range(len(loc), -1, -1):
             found = self.sources.get(tuple(loc[:end]))
             if found is not None:
-                return found
+                return found + tuple(loc[end:]) if isinstance(found, tuple) else found
         return None
 
     def _forget(self, key: tuple[str, ...]) -> None:

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import TypeAdapter
 
 from ntklab.engine import analytic as A
-from ntklab.engine.config import ModelConfig
+from ntklab.engine.config import parse_model_config
 from ntklab.engine.plan import Plan, to_layers
 from ntklab.engine.presets import plan_of
 
@@ -23,7 +22,7 @@ RTOL = 1e-10
 
 
 def plan_of_case(case) -> Plan:
-    return plan_of(TypeAdapter(ModelConfig).validate_python(case["description"]))
+    return plan_of(parse_model_config(case["description"]))
 
 
 def assert_close(actual, expected, what, rtol=RTOL):
@@ -50,10 +49,9 @@ def test_every_named_architecture_with_a_kernel_is_in_the_fixture():
     """The architectures with a kernel are those whose preset plan has one (plan.kernel_problem)."""
     from ntklab.engine.plan import kernel_problem
 
-    parse = TypeAdapter(ModelConfig).validate_python
     arches = {"mlp": {}, "cnn": {}, "lenet5": {}, "myrtle5": {}, "logistic": {}, "wrn": {}, "resnet18": {},
               "layers": {"layers": [{"op": "max_pool"}, {"op": "flatten"}, {"op": "dense"}]}}
-    with_kernel = {a for a, extra in arches.items() if kernel_problem(plan_of(parse({"arch": a, **extra})).ops) is None}
+    with_kernel = {a for a, extra in arches.items() if kernel_problem(plan_of(parse_model_config({"arch": a, **extra})).ops) is None}
     assert with_kernel == {"mlp", "cnn", "lenet5", "myrtle5", "logistic", "wrn"}
     in_fixture = {case["description"]["arch"] for case in CASES.values()}
     assert with_kernel - {"logistic", "wrn"} <= in_fixture  # logistic: one Dense; wrn: residual_* cases
@@ -86,7 +84,7 @@ def test_relu_self_kernel_is_exact():
     so K_l = |x|^2 / d / 2^l and T_{l+1} = T_l / 2 + K_{l+1} gives T = (L + 1) |x|^2 / (d 2^L)."""
     x = np.random.default_rng(0).normal(size=(6, 7))
     for depth in (1, 2, 3):
-        plan = plan_of(TypeAdapter(ModelConfig).validate_python(
+        plan = plan_of(parse_model_config(
             {"arch": "mlp", "depth": depth, "parameterization": "ntk", "w_std": 1.0}))
         ntk = A.analytic_kernel(plan, x, dtype="float64")
         expected = (depth + 1) * np.sum(x * x, axis=1) / 7 / 2**depth
@@ -104,7 +102,7 @@ def test_empirical_ntk_of_layers_networks_is_the_brute_force_one(name, monkeypat
 
     monkeypatch.setattr(entk, "COMPILER_OPTIONS", {"xla_backend_optimization_level": 0})
     case = CASES[name]
-    config = TypeAdapter(ModelConfig).validate_python(case["description"])
+    config = parse_model_config(case["description"])
     shape = tuple(case["input_shape"])
     x1, x2 = DATA[f"{name}/x1"], DATA[f"{name}/x2"]
     with jax.enable_x64(True):

@@ -12,9 +12,8 @@ so the inputs and kernels of the earlier ones do not change.
 
 import json
 
-from pydantic import TypeAdapter
 
-from ntklab.engine.config import ModelConfig
+from ntklab.engine.config import parse_model_config
 from ntklab.engine.plan import to_layers
 from ntklab.engine.presets import plan_of
 
@@ -125,10 +124,9 @@ def layers_cases():
 
 
 def main():
-    parse = TypeAdapter(ModelConfig).validate_python
     records = []
     for name, config, shape, n1, n2 in cases():
-        plan = plan_of(parse(config))
+        plan = plan_of(parse_model_config(config))
         records.append({"name": name, "description": config, "input_shape": list(shape), "n1": n1, "n2": n2,
                         "plan": to_layers(plan.ops)})
     print(json.dumps(records))
