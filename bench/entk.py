@@ -9,6 +9,10 @@ peers, which rebuild the same network and check its logits. neural-tangents runs
 bench/.venv-nt (bash bench/peers/make_nt_env.sh), torch.func in this venv
 (pip install torch==2.13.0; not a project dependency). Each side runs in its own process, one
 after the other. Times are the minimum over repeats after a warm-up call (compile time apart).
+ntklab's implementations are timed in turn, round by round (bench/timing.py:timed_in_turn). `auto`
+and the implementation it chooses build the same rules and the same compiled functions
+(tests/kernels/test_entk.py); timed one after the other on a shared machine, whichever came first
+read up to 1.6x slower or faster than the other, which is the machine, not the code.
 Accuracy: max|K - K_ref| / max|K_ref| against ntklab's float64 Jacobian contraction.
 
     python bench/entk.py [--workloads lenet,mlp] [--repeats 3] [--skip nt_jacobian,torch]
@@ -23,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from timing import timed
+from timing import timed_in_turn
 
 BENCH = Path(__file__).resolve().parent
 NT_PYTHON = BENCH / ".venv-nt" / "bin" / "python"
@@ -65,10 +69,10 @@ def run_ntklab(name: str, impls: list[str], repeats: int, workdir: Path) -> tupl
     with jax.enable_x64(True):
         reference = EmpiricalNTK(model, shape, "jacobian", dtype="float64", batch_size=n)(x.astype(np.float64))
     np.save(workdir / f"{name}_reference.npy", reference)
-    for impl in impls:
-        kernel = EmpiricalNTK(model, shape, impl, batch_size=n)
-        first, best, k = timed(lambda kernel=kernel: kernel(x), repeats)
-        label = f"ntklab {impl}" + (f" ({kernel.chosen})" if impl == "auto" else "")
+    kernels = {impl: EmpiricalNTK(model, shape, impl, batch_size=n) for impl in impls}
+    timings = timed_in_turn({impl: (lambda kernel=kernel: kernel(x)) for impl, kernel in kernels.items()}, repeats)
+    for impl, (first, best, k) in timings.items():
+        label = f"ntklab {impl}" + (f" ({kernels[impl].chosen})" if impl == "auto" else "")
         rows.append({"side": label, "compile_s": first - best, "seconds": best, "error": relative_error(k, reference)})
     return rows, problem
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from fakectx import fast_compile
 
-from pydantic import TypeAdapter
 
-from ntklab.engine.config import CNNModel, LeNet5Model, MLPModel, ModelConfig
+from ntklab.engine.config import CNNModel, LeNet5Model, MLPModel, parse_model_config
 from ntklab.engine.entk import (
     EmpiricalNTK,
     cast_floats,
@@ -20,13 +19,12 @@ from ntklab.engine.entk import (
 )
 from ntklab.engine.models import build_model, named_parameters
 
-parse_model = TypeAdapter(ModelConfig).validate_python
 
 
 CONV = {"op": "conv", "kernel_size": 3, "padding": "SAME"}
 # conv-BN-relu stem, one ResNet-18 basic block (stride 2, a 1x1 conv-BN shortcut), global average
 # pooling, Dense readout: the zoo's ResNet-18 structure at a size that compiles fast
-SMALL_RESNET = parse_model({"arch": "layers", "layers": [
+SMALL_RESNET = parse_model_config({"arch": "layers", "layers": [
     dict(CONV, out=4), {"op": "batch_norm"}, {"op": "act"},
     {"op": "sum", "branches": [
         [dict(CONV, out=6, strides=2), {"op": "batch_norm"}, {"op": "act"}, dict(CONV, out=6), {"op": "batch_norm"}],
@@ -34,7 +32,7 @@ SMALL_RESNET = parse_model({"arch": "layers", "layers": [
     {"op": "act"}, {"op": "global_avg_pool"}, {"op": "dense"},
 ]})  # fmt: skip
 # a depthwise and a grouped convolution (Jacobian fallback in `structured`), max pooling, a concatenation
-GROUPED = parse_model({"arch": "layers", "b_std": 0.1, "parameterization": "ntk", "layers": [
+GROUPED = parse_model_config({"arch": "layers", "b_std": 0.1, "parameterization": "ntk", "layers": [
     dict(CONV, out=4), {"op": "act"}, dict(CONV, out=4, groups=4, strides=[2, 1]), {"op": "max_pool", "window": 2},
     {"op": "concat", "branches": [[dict(CONV, out=4, groups=2)], [{"op": "act", "name": "gelu"}]]},
     {"op": "flatten"}, {"op": "dense"},
@@ -119,6 +117,17 @@ def test_auto_picks_structured_for_dense_networks_and_reports_its_choice():
     kernel = EmpiricalNTK(model, shape, "auto", batch_size=8)
     assert kernel.chosen == "structured"
     assert choose_implementation(kernel._structure, 3, 8, False, 1 << 40) == "structured"
+
+
+def test_auto_builds_exactly_the_implementation_it_chooses():
+    """What `auto` runs is what forcing its choice runs: the same layer rules and the same kernel,
+    bit for bit (so any time difference between the two in bench/entk.py is the machine's)."""
+    model, shape = network("lenet5")
+    x = np.random.default_rng(2).standard_normal((4, *shape)).astype(np.float32)
+    auto = EmpiricalNTK(model, shape, "auto", batch_size=4)
+    forced = EmpiricalNTK(model, shape, auto.chosen, batch_size=4)
+    assert [layer.rule for layer in auto._impl.structure.layers] == [layer.rule for layer in forced._impl.structure.layers]
+    np.testing.assert_array_equal(auto(x), forced(x))
 
 
 def test_float64_without_x64_raises():
