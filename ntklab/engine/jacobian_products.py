@@ -29,12 +29,48 @@ def _leading_zeros(tree: Any, b: int) -> Any:
     return jax.tree_util.tree_map(lambda leaf: jnp.zeros((b, *leaf.shape), leaf.dtype), tree)
 
 
+# Compiled once per forward pass, model structure and shapes: the forward pass (an equinox module,
+# e.g. ntklab.engine.taylor.Network or a TaylorExpansion) and the parameters are arguments, so an
+# operator at new parameters (a later evaluation step) reuses the compiled products.
+
+
+def _logits(forward, params, rest, xb):
+    return forward(eqx.combine(params, rest), xb)
+
+
+@eqx.filter_jit
+def _vjp_batch(forward, params, rest, xb, cotangents):  # cotangents (b, B, m) -> b parameter vectors
+    _, pullback = jax.vjp(lambda p: _logits(forward, p, rest, xb), params)
+    return jax.vmap(lambda c: pullback(c)[0])(cotangents)
+
+
+@eqx.filter_jit
+def _jvp_batch(forward, params, rest, xb, tangents):  # b parameter vectors -> (b, B, m)
+    return jax.vmap(lambda t: jax.jvp(lambda p: _logits(forward, p, rest, xb), (params,), (t,))[1])(tangents)
+
+
+@eqx.filter_jit
+def _gradient_norms(forward, params, rest, xb):  # Σ_o ‖∇_θ f_o(x)‖² for each x of the batch
+    def one(x):
+        jac = jax.jacrev(lambda p: _logits(forward, p, rest, x[None])[0])(params)
+        return sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(jac))
+
+    return jax.vmap(one)(xb)
+
+
+@eqx.filter_jit
+def _accumulate(total, part):
+    return jax.tree_util.tree_map(jnp.add, total, part)
+
+
 class JacobianOperator:
     """The Jacobian of `forward(model, x)` with respect to the trainable parameters of `model`
-    (`partition`: model -> (parameters, rest)), at `model`, over the inputs `x`."""
+    (`partition`: model -> (parameters, rest)), at `model`, over the inputs `x`. `forward` is an
+    equinox module (a forward pass of ntklab/engine/taylor.py)."""
 
-    def __init__(self, forward: Callable[[Any, jax.Array], jax.Array], model: Any, x: np.ndarray,
+    def __init__(self, forward: eqx.Module, model: Any, x: np.ndarray,
                  partition: Callable[[Any], tuple[Any, Any]], batch_size: int = 256, vector_batch: int = 32):
+        self.forward = forward
         self.params, self.rest = partition(model)
         self.x = np.asarray(x)
         self.n = len(self.x)
@@ -43,34 +79,15 @@ class JacobianOperator:
         leaves = jax.tree_util.tree_leaves(self.params)
         self.dtype = np.dtype(jnp.result_type(*leaves).name) if leaves else np.dtype(np.float32)
         self.parameters = int(sum(np.prod(leaf.shape) for leaf in leaves))
-
-        def logits(params, xb):
-            return forward(eqx.combine(params, self.rest), xb)
-
-        probe = jax.eval_shape(logits, self.params, jax.ShapeDtypeStruct((1, *self.x.shape[1:]), self.dtype))
+        probe = jax.eval_shape(lambda p, xb: _logits(forward, p, self.rest, xb), self.params,
+                               jax.ShapeDtypeStruct((1, *self.x.shape[1:]), self.dtype))
         self.outputs = int(probe.shape[-1])
 
-        def vjp_batch(params, xb, cotangents):  # cotangents (b, B, m) -> b parameter vectors
-            _, pullback = jax.vjp(lambda p: logits(p, xb), params)
-            return jax.vmap(lambda c: pullback(c)[0])(cotangents)
+    def _vjp(self, xb, cotangents):
+        return _vjp_batch(self.forward, self.params, self.rest, xb, cotangents)
 
-        def jvp_batch(params, xb, tangents):  # b parameter vectors -> (b, B, m)
-            return jax.vmap(lambda t: jax.jvp(lambda p: logits(p, xb), (params,), (t,))[1])(tangents)
-
-        def accumulate(total, part):
-            return jax.tree_util.tree_map(jnp.add, total, part)
-
-        def gradient_norms(params, xb):  # Σ_o ‖∇_θ f_o(x)‖² for each x of the batch
-            def one(x):
-                jac = jax.jacrev(lambda p: logits(p, x[None])[0])(params)
-                return sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(jac))
-
-            return jax.vmap(one)(xb)
-
-        self._gradient_norms = jax.jit(gradient_norms)
-        self._vjp = jax.jit(vjp_batch)
-        self._jvp = jax.jit(jvp_batch)
-        self._accumulate = jax.jit(accumulate)
+    def _jvp(self, xb, tangents):
+        return _jvp_batch(self.forward, self.params, self.rest, xb, tangents)
 
     @property
     def rows(self) -> int:
@@ -99,7 +116,7 @@ class JacobianOperator:
             for start, stop, xb in self._batches():
                 cotangents = np.zeros((self.vector_batch, self.batch_size, self.outputs), self.dtype)
                 cotangents[:, : stop - start] = chunk[:, start:stop]
-                total = self._accumulate(total, self._vjp(self.params, xb, jnp.asarray(cotangents)))
+                total = _accumulate(total, self._vjp(xb, jnp.asarray(cotangents)))
             parts.append(jax.tree_util.tree_map(lambda leaf, k=c1 - c0: leaf[:k], total))
         return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *parts)
 
@@ -113,7 +130,7 @@ class JacobianOperator:
                 tangents,
             )
             for start, stop, xb in self._batches():
-                values = np.asarray(self._jvp(self.params, xb, chunk))  # (vector_batch, B, m)
+                values = np.asarray(self._jvp(xb, chunk))  # (vector_batch, B, m)
                 out[start:stop, :, c0:c1] = np.moveaxis(values[: c1 - c0, : stop - start], 0, -1)
         return out.reshape(self.rows, b)
 
@@ -128,7 +145,8 @@ class JacobianOperator:
             stop = min(start + self.vector_batch, self.n)
             xb = np.zeros((self.vector_batch, *self.x.shape[1:]), self.dtype)
             xb[: stop - start] = self.x[start:stop]
-            total += float(np.sum(np.asarray(self._gradient_norms(self.params, jnp.asarray(xb)))[: stop - start]))
+            norms = _gradient_norms(self.forward, self.params, self.rest, jnp.asarray(xb))
+            total += float(np.sum(np.asarray(norms)[: stop - start]))
         return total
 
 

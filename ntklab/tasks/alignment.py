@@ -4,7 +4,9 @@ With `eigen` (an upstream eigen run, `alignment`), after training: for each of t
 eigenvectors v_i of that run (the kernel at initialization), a_i = v_iᵀ K_end v_i / ‖v_i‖² with
 K_end the empirical NTK of the trained model (the network, or the expansion being trained),
 computed matrix-free, on the kernel's training points, its test points and all of them: metrics
-`alignment_train`, `alignment_test`, `alignment_all` at step = eigen index i (0 the largest).
+`alignment_train`, `alignment_test`, `alignment_all` at step = eigen index i (0 the largest), and
+`alignment_gain` = a_i / λ_i on all points, how much the kernel grew along v_i (at
+initialization a_i = λ_i).
 With `every_eval`, the same at every evaluation step t as the artifact `alignment/step_{t}` (rows
 train, test, all; one column per index) and the metric `alignment_peak_index` (argmax over i on
 all points). After training on eigenfunction ℓ, a peak at i = ℓ says the kernel rotated toward
@@ -63,6 +65,7 @@ class AlignmentMonitor:
         vectors = np.load(io.BytesIO(ctx.upstream_artifact("alignment", "eigenvectors")))
         indices = np.load(io.BytesIO(ctx.upstream_artifact("alignment", "indices")))
         vectors = vectors[: config.top] if config.top else vectors
+        self.eigenvalues = np.load(io.BytesIO(ctx.upstream_artifact("alignment", "eigenvalues")))[: len(vectors)]
         base = load_dataset(config.eigen.kernel.data, getattr(ctx, "cached", None))
         per_point = vectors.reshape(len(vectors), len(indices), -1)
         for split, x in enumerate((base.x_train, base.x_test)):
@@ -114,5 +117,6 @@ class AlignmentMonitor:
         parts, together = self.eigenvector_alignment(model, forward)
         named = dict(zip([f"alignment_{s}" for s in SPLITS], parts))
         named["alignment_all"] = together
+        named["alignment_gain"] = together / self.eigenvalues
         for i in range(len(together)):
             self.ctx.log_metrics(i, {name: float(values[i]) for name, values in named.items()})

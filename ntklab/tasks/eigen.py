@@ -134,6 +134,7 @@ def _implicit_spectrum(config: EigenRunConfig, ctx: RunContext):
     from ntklab.engine.jacobian_products import JacobianOperator
     from ntklab.engine.kernels import build_network
     from ntklab.engine.models import partition_parameters
+    from ntklab.engine.taylor import Network
     from ntklab.tasks.kernel import kernel_points, kernel_setup_for
 
     kernel = config.kernel
@@ -142,7 +143,7 @@ def _implicit_spectrum(config: EigenRunConfig, ctx: RunContext):
     params = ctx.upstream_artifact("at", "params") if kernel.kernel.at is not None else None
     network = build_network(kernel.kernel.network(), kernel_setup_for(kernel, dataset, params, config.batch_size))
     dtype = jnp.float64 if kernel.kernel.dtype == "float64" else jnp.float32
-    operator = JacobianOperator(lambda model, x: model(x), cast_floats(network, dtype), x_rows, partition_parameters,
+    operator = JacobianOperator(Network(), cast_floats(network, dtype), x_rows, partition_parameters,
                                 batch_size=config.batch_size, vector_batch=1)
     scale = 1.0 / math.sqrt(operator.parameters) if kernel.kernel.scaling == "1/sqrt(P)" else 1.0
     spectrum = eigen.operator_eigenpairs(lambda v: scale * operator.kernel_apply(v[:, None])[:, 0], operator.rows,

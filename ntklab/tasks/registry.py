@@ -5,7 +5,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from ntklab.tasks import eigen, kernel, kernel_analysis, kernel_error, krr, probe, ridge_cg, train
+from ntklab.tasks import eigen, kernel, kernel_analysis, kernel_error, krr, nads, probe, ridge_cg, train
 from ntklab.tasks import train_references  # noqa: F401  (completes TrainRunConfig's data and alignment types)
 from ntklab.tasks.context import RunContext
 
@@ -19,6 +19,7 @@ RunConfig = Annotated[
         kernel_error.KernelErrorRunConfig,
         eigen.EigenRunConfig,
         kernel_analysis.KernelAnalysisRunConfig,
+        nads.NADsRunConfig,
     ],
     Field(discriminator="task"),
 ]
@@ -33,6 +34,7 @@ _TASKS = {
     "kernel_error": (kernel_error.KernelErrorRunConfig, kernel_error),
     "eigen": (eigen.EigenRunConfig, eigen),
     "kernel_analysis": (kernel_analysis.KernelAnalysisRunConfig, kernel_analysis),
+    "nads": (nads.NADsRunConfig, nads),
 }
 
 

@@ -85,8 +85,8 @@ def check_inputs(config: TrainRunConfig) -> list[str]:
         from ntklab.data.sources import check_dataset
     except ImportError:  # a data layer without file-based datasets
         return []
-    source = getattr(config.data, "source", None)
-    return list(check_dataset(source() if source is not None else config.data))
+    source = config.data.source() if hasattr(config.data, "source") else config.data
+    return list(check_dataset(source)) if source is not None else []
 
 
 def load_run_dataset(data, ctx: RunContext):

@@ -47,7 +47,7 @@ def eigen_artifacts(tmp_path_factory):
     run_function("kernel")(RUN_CONFIG.validate_python(KERNEL), FakeContext(root, run_key="kernel"))
     ctx = FakeContext(root, run_key="eigen", upstream_dirs={("kernel", "kernel"): root / "kernel" / "kernel"})
     run_function("eigen")(RUN_CONFIG.validate_python(EIGEN), ctx)
-    return {("data", name): ctx.artifacts[name][0] for name in ("eigenvectors", "indices")}
+    return {("data", name): ctx.artifacts[name][0] for name in ("eigenvalues", "eigenvectors", "indices")}
 
 
 def train_config(index, **fields):
@@ -106,6 +106,9 @@ def test_alignment_equals_v_k_v_of_the_explicit_ntk_at_the_trained_point(eigen_a
         for name, rows in parts.items():
             expected = v[rows] @ kernel[rows, rows] @ v[rows] / (v[rows] @ v[rows])
             assert ctx.metrics[(f"alignment_{name}", i)] == pytest.approx(expected, rel=2e-4)
+    eigenvalues = np.load(io.BytesIO(eigen_artifacts[("data", "eigenvalues")]))
+    for i in range(5):
+        assert ctx.metrics[("alignment_gain", i)] == pytest.approx(ctx.metrics[("alignment_all", i)] / eigenvalues[i])
     final = max(step for (name, step) in ctx.metrics if name == "test_accuracy")
     table = np.load(io.BytesIO(ctx.artifacts[f"alignment/step_{final}"][0]))
     np.testing.assert_allclose(table[2], [ctx.metrics[("alignment_all", i)] for i in range(5)], rtol=1e-6)

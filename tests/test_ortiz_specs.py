@@ -1,0 +1,93 @@
+"""The Ortiz-Jiménez specs through the real CLI: the small eigenfunction study shows the paper's
+trends, and an eigendecomposition killed mid-run re-runs without recomputing its kernel."""
+
+import json
+import sqlite3
+import time
+
+from conftest import SPECS, ntklab, start_ntklab
+
+
+def runs_by_task(home) -> dict[str, list[tuple]]:
+    with sqlite3.connect(home / "ntklab.db") as conn:
+        rows = conn.execute("select task, status, attempts from runs").fetchall()
+    grouped: dict[str, list[tuple]] = {}
+    for task, status, attempts in rows:
+        grouped.setdefault(task, []).append((status, attempts))
+    return grouped
+
+
+def test_the_small_study_shows_the_papers_trends(home):
+    """specs/ortiz_small.yaml as shipped: one kernel and one eigendecomposition serve every task;
+    test accuracy of the network and of its linearization falls as the eigen index ℓ grows; and
+    the trained network's kernel grew most along the eigenvector it was trained on; on tasks along
+    NAD ℓ both models learn the first NADs and fall to chance on the last ones."""
+    ntklab("run", str(SPECS / "ortiz_small.yaml"), home=home, check=True)
+    runs = runs_by_task(home)
+    assert runs["kernel"] == [("done", 1)] and runs["eigen"] == [("done", 1)], runs
+    assert runs["nads"] == [("done", 1)], runs
+    assert len(runs["train"]) == 16 and all(status == "done" for status, _ in runs["train"])
+
+    rows = json.loads(ntklab("query", "--paper", "ortiz_small:accuracy", "--format", "json",
+                             home=home, check=True).stdout)
+    accuracy = {(row["train.expansion_order"], row["data.index"]): row["mean"] for row in rows}
+    for order in (0, 1):
+        curve = [accuracy[(order, index)] for index in (1, 4, 16, 64)]
+        assert all(later <= earlier + 0.01 for earlier, later in zip(curve, curve[1:])), (order, curve)
+        assert curve[0] - curve[-1] > 0.08, (order, curve)
+
+    rows = json.loads(ntklab("query", "--paper", "ortiz_small:alignment_gain", "--format", "json",
+                             home=home, check=True).stdout)
+    for index in (1, 4, 16, 64):
+        gains = {row["step"]: row["mean"] for row in rows if row["data.index"] == index}
+        assert len(gains) == 128
+        assert max(gains, key=gains.get) == index, (index, sorted(gains, key=gains.get)[-5:])
+
+    rows = json.loads(ntklab("query", "--paper", "ortiz_small:nad_accuracy", "--format", "json",
+                             home=home, check=True).stdout)
+    accuracy = {(row["train.expansion_order"], row["data.index"]): row["mean"] for row in rows}
+    for order in (0, 1):
+        first, second, late, last = (accuracy[(order, index)] for index in (0, 4, 16, 62))
+        assert first > 0.8 and first > second > late - 0.02, (order, first, second, late, last)
+        assert abs(late - 0.5) < 0.06 and abs(last - 0.5) < 0.06, (order, late, last)
+
+
+SPEC = """\
+name: killed_eigen
+groups:
+  spectrum:
+    task: eigen
+    kernel:
+      task: kernel
+      data: {dataset: digits}
+      kernel: {kind: empirical, model: {arch: mlp, depth: 1, width: 32}}
+      points: train+test
+      outputs: 1
+    method: lanczos
+    k: 60
+"""
+
+
+def test_a_killed_eigen_run_reruns_without_recomputing_its_kernel(home):
+    (home / "spec.yaml").write_text(SPEC)
+    process = start_ntklab("run", "spec.yaml", home=home)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the eigen run ended before it could be killed: {process.communicate()}"
+        try:
+            if ("running", 1) in runs_by_task(home).get("eigen", []):
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the eigen run did not start in time")
+    process.kill()
+    process.wait()
+    assert runs_by_task(home)["kernel"] == [("done", 1)]
+    ntklab("run", "spec.yaml", home=home, check=True)
+    runs = runs_by_task(home)
+    assert runs["eigen"] == [("done", 2)] and runs["kernel"] == [("done", 1)], runs
+    with sqlite3.connect(home / "ntklab.db") as conn:
+        (values,) = conn.execute("select count(*) from metrics where name = 'eigenvalue'").fetchone()
+    assert values == 60
