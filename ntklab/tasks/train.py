@@ -52,6 +52,17 @@ class TrainRunConfig(StrictModel):
                              f"(not {self.train.loss})")
         return self
 
+    reset_frozen: bool = Field(
+        False, description="with expansion_point: take its trainable parameters but the initialization's frozen "
+        "arrays (BatchNorm running statistics), Ortiz-Jiménez et al.'s rule for linearizing a pretrained network",
+    )
+
+    @model_validator(mode="after")
+    def _reset_needs_a_point(self) -> "TrainRunConfig":
+        if self.reset_frozen and self.expansion_point is None:
+            raise ValueError("reset_frozen applies to an expansion_point; there is none")
+        return self
+
     @model_validator(mode="after")
     def _expansion_point_fits(self) -> "TrainRunConfig":
         if self.expansion_point is not None and self.expansion_point.model != self.model:
@@ -278,9 +289,14 @@ def _expansion_point(config: TrainRunConfig, ctx: RunContext, like, out_dim: int
         )
     payload = ctx.upstream_artifact("expansion_point", "params")
     try:
-        return eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+        trained = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
     except Exception as error:  # equinox reports shape mismatches with assorted exception types
         raise ValueError(
             f"the parameters of the expansion point do not fit this run's model (trained on "
             f"{upstream.data.dataset}, used on {config.data.dataset}): {error}"
         ) from error
+    if not config.reset_frozen:
+        return trained
+    from ntklab.engine.models import partition_parameters
+
+    return eqx.combine(partition_parameters(trained)[0], partition_parameters(like)[1])

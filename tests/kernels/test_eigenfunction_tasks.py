@@ -119,3 +119,34 @@ def test_alignment_equals_v_k_v_of_the_explicit_ntk_at_the_trained_point(eigen_a
     assert ctx.metrics[("kernel_target_alignment", final)] == pytest.approx(expected, rel=2e-4)
     assert ctx.metrics[("alignment_peak_index", final)] == float(np.argmax(table[2]))
     assert ("kernel_target_alignment", 0) in ctx.metrics  # at initialization too
+
+
+def test_the_pretrained_linearization_starts_at_zero_with_the_init_batchnorm_state(tmp_path, monkeypatch):
+    """Linearized around a trained ResNet-18's end point without the f(θ0) offset and with the
+    BatchNorm statistics reset to the initialization's: its logits are exactly 0 at step 0 and its
+    frozen arrays are the init's (not the trained network's) before and after training."""
+    from ntklab.engine.models import named_frozen
+
+    fast_compile(monkeypatch)
+    data = {"dataset": "synthetic", "n_train": 24, "n_test": 8, "dim": 48, "image_shape": [4, 4, 3]}
+    resnet = {"arch": "resnet18", "width": 2, "activation": "gelu"}
+    recipe = {"loss": "bce", "optimizer": {"name": "momentum", "lr": 0.05}, "schedule": {"name": "linear"},
+              "batch_size": 8, "epochs": 1, "eval_every_steps": 3}
+    network = {"task": "train", "seed": 5, "data": data, "model": resnet, "train": recipe}
+    upstream = FakeContext(tmp_path, run_key="network")
+    run_function("train")(RUN_CONFIG.validate_python(network), upstream)
+    config = RUN_CONFIG.validate_python({**network, "expansion_point": network, "reset_frozen": True,
+                                         "train": {**recipe, "expansion_order": 1, "linearize_offset": False,
+                                                   "compare_to_full": False}})
+    ctx = FakeContext(tmp_path, run_key="pretrained", upstream_bytes={("expansion_point", "params"):
+                                                                       upstream.artifacts["params"][0]})
+    run_function("train")(config, ctx)
+    np.testing.assert_array_equal(np.load(io.BytesIO(ctx.artifacts["test_logits/step_0"][0])), 0.0)
+    like = build_model(config.model, (4, 4, 3), 1, jax.random.PRNGKey(5))
+    trained = eqx.tree_deserialise_leaves(io.BytesIO(upstream.artifacts["params"][0]), like)
+    final = eqx.tree_deserialise_leaves(io.BytesIO(ctx.artifacts["params"][0]), like)
+    init_state, trained_state, final_state = (named_frozen(m) for m in (like, trained, final))
+    assert init_state and any(not np.array_equal(trained_state[k], init_state[k]) for k in init_state)
+    for name, value in init_state.items():
+        np.testing.assert_array_equal(final_state[name], value)
+    assert np.any(np.load(io.BytesIO(ctx.artifacts["test_logits"][0])) != 0), "the linearization did not train"
