@@ -107,7 +107,7 @@ def _implicit(n: int, queue) -> None:
 def _dense(n: int, queue) -> None:
     from ntklab.engine.config import MLPModel
     from ntklab.engine.entk import EmpiricalNTK
-    from ntklab.engine.models import build_model, partition_parameters
+    from ntklab.engine.models import build_model
 
     import jax
 
