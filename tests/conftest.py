@@ -42,6 +42,16 @@ def pg_url():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def slurm() -> None:
+    """A running Slurm cluster (scripts/slurm.sh starts one and sets NTKLAB_TEST_SLURM); in CI a
+    missing cluster is an error, not a skip."""
+    if not os.environ.get("NTKLAB_TEST_SLURM") or not os.environ.get("SLURM_CONF"):
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but no Slurm cluster: scripts/slurm.sh starts one (NTKLAB_TEST_SLURM, SLURM_CONF)")
+        pytest.skip("no Slurm cluster: source scripts/slurm.sh")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     """Each database backend in turn: a SQLite file, then a fresh PostgreSQL database."""

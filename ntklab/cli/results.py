@@ -48,6 +48,19 @@ def status(
         err.print(styled("lost", "yellow", f"{lost} running runs have no live worker; `ntklab reap` (or the next "
                          "`ntklab run`) marks them interrupted, and they resume from their last checkpoint"),
                   highlight=False)
+    if format_ == OutputFormat.table:
+        _print_jobs(engine, experiment_name(experiment) if experiment else None)
+
+
+def _print_jobs(engine, experiment: str | None) -> None:
+    """The experiments' Slurm jobs, when they have any: state, and the run each one executes."""
+    from ntklab.runner.jobs import experiment_jobs
+    from ntklab.tabular import emit
+
+    found = experiment_jobs(engine, experiment)
+    if found:
+        emit(["experiment", "job", "state", "run"], [[j.experiment, j.job_id, j.state, (j.running or "")[:12]]
+                                                     for j in found], "table", out, title="jobs")
 
 
 @app.command()

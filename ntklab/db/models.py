@@ -187,3 +187,18 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime]
+
+
+class Job(Base):
+    """A batch job an executor submitted to run workers of an experiment (one task of a Slurm job
+    array). Its state lives in the scheduler; `cancelled_at` records `ntklab cancel`."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    executor: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str] = mapped_column(String(64))
+    folder: Mapped[str] = mapped_column(Text)
+    submitted_at: Mapped[datetime]
+    cancelled_at: Mapped[datetime | None]

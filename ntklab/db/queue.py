@@ -41,8 +41,12 @@ class Worker:
 
     @classmethod
     def current(cls) -> "Worker":
+        """This process; inside a Slurm job the id names the job (`slurm-<array>_<task>`), so
+        `ntklab status` can tell which run each job holds."""
         host, pid = socket.gethostname(), os.getpid()
-        return cls(f"{host}:{pid}:{os.urandom(4).hex()}", host, pid)
+        job = (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+               if "SLURM_ARRAY_TASK_ID" in os.environ else os.environ.get("SLURM_JOB_ID"))
+        return cls(f"{host}:{pid}:{f'slurm-{job}:' if job else ''}{os.urandom(4).hex()}", host, pid)
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,18 @@ def reap(engine: Engine, now: datetime | None = None, alive=None) -> int:
                 _end_attempt(conn, run_id, RunStatus.interrupted, now)
                 marked += 1
     return marked
+
+
+def interrupt_running(conn: Connection, scope: ColumnElement[bool], error_type: str, message: str) -> int:
+    """Mark the running runs of `scope` interrupted (their workers lose them at the next
+    heartbeat); returns how many."""
+    now = utcnow()
+    chosen = list(conn.execute(select(runs.c.id).where(scope, runs.c.status == RunStatus.running)).scalars())
+    for run_id in chosen:
+        conn.execute(update(runs).where(runs.c.id == run_id).values(
+            status=RunStatus.interrupted, error_type=error_type, error_message=message, lease_expires_at=None))
+        _end_attempt(conn, run_id, RunStatus.interrupted, now)
+    return len(chosen)
 
 
 def _process_alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ from ntklab.db.models import (
     Attempt,
     Experiment,
     ExperimentRun,
+    Job,
     Metric,
     MetricSummary,
     Param,
@@ -23,3 +24,4 @@ artifacts = Artifact.__table__
 upstream_links = RunUpstream.__table__
 attempts = Attempt.__table__
 spec_versions = SpecVersion.__table__
+jobs = Job.__table__
