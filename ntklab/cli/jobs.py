@@ -15,7 +15,7 @@ def cancel(
     Interrupted runs keep their checkpoints: `ntklab run SPEC` (or new workers) resumes them."""
     from ntklab.runner.jobs import cancel as cancel_jobs
 
-    engine, _ = existing_engine(db, home)
+    engine, _ = existing_engine(db, home, writable=True)
     cancelled, interrupted = cancel_jobs(engine, experiment_name(experiment))
     out.print(f"cancelled {len(cancelled)} jobs{': ' + ' '.join(cancelled) if cancelled else ''}; "
               f"{interrupted} running runs marked interrupted", highlight=False)
