@@ -17,6 +17,8 @@ from ntklab.db.queue import reset
 from ntklab.db.tables import experiments, memberships, runs, upstream_links
 from ntklab.errors import UsageError
 
+CHUNK = 500
+
 
 @dataclass(frozen=True)
 class RunRemoval:
@@ -37,13 +39,18 @@ class Removal:
         return sum(r.action.startswith(action) for r in self.runs)
 
 
+def _chunks(ids: Sequence[int]) -> list[list[int]]:
+    return [list(ids[start:start + CHUNK]) for start in range(0, len(ids), CHUNK)]
+
+
 def _memberships(conn: Connection, run_ids: Sequence[int]) -> dict[int, list[tuple[int, str, str]]]:
     found: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
-    for run_id, experiment_id, name, group in conn.execute(
-            select(memberships.c.run_id, experiments.c.id, experiments.c.name, memberships.c.group_name)
-            .select_from(memberships.join(experiments)).where(memberships.c.run_id.in_(list(run_ids)))
-            .order_by(experiments.c.name, memberships.c.group_name)):
-        found[run_id].append((experiment_id, name, group))
+    for chunk in _chunks(run_ids):
+        for run_id, experiment_id, name, group in conn.execute(
+                select(memberships.c.run_id, experiments.c.id, experiments.c.name, memberships.c.group_name)
+                .select_from(memberships.join(experiments)).where(memberships.c.run_id.in_(chunk))
+                .order_by(experiments.c.name, memberships.c.group_name)):
+            found[run_id].append((experiment_id, name, group))
     return found
 
 
@@ -87,9 +94,9 @@ def _keep_needed_upstream(conn: Connection, actions: dict[int, str]) -> None:
         doomed = [i for i, a in actions.items() if a == "delete"]
         if not doomed:
             return
-        needed = conn.execute(
+        needed = [row for chunk in _chunks(doomed) for row in conn.execute(
             select(upstream_links.c.upstream_run_id, upstream_links.c.run_id)
-            .where(upstream_links.c.upstream_run_id.in_(doomed))).all()
+            .where(upstream_links.c.upstream_run_id.in_(chunk)))]
         by_upstream: dict[int, set[int]] = defaultdict(set)
         for upstream, downstream in needed:
             if actions.get(downstream) != "delete":
@@ -105,11 +112,11 @@ def apply_removal(conn: Connection, removal: Removal) -> None:
     them), drop the experiment's memberships of runs marked `leave`, and the experiment's row if planned."""
     doomed = [r.id for r in removal.runs if r.action == "delete"]
     leaving = [r.id for r in removal.runs if r.action == "leave"]
-    if removal.experiment_id is not None and leaving:
+    for chunk in _chunks(leaving):
         conn.execute(delete(memberships).where(memberships.c.experiment_id == removal.experiment_id,
-                                               memberships.c.run_id.in_(leaving)))
-    for start in range(0, len(doomed), 500):
-        conn.execute(delete(runs).where(runs.c.id.in_(doomed[start:start + 500])))
+                                               memberships.c.run_id.in_(chunk)))
+    for chunk in _chunks(doomed):
+        conn.execute(delete(runs).where(runs.c.id.in_(chunk)))
     if removal.experiment is not None:
         _repoint_creator(conn, removal.experiment[0])
         conn.execute(delete(experiments).where(experiments.c.id == removal.experiment[0]))

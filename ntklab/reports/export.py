@@ -129,13 +129,16 @@ def write_tensorboard(conn: Connection, experiment: str, directory: Path) -> lis
             raise UsageError(f"{path} already holds TensorBoard event files: export into a new directory")
         targets[(run.id, run.group)] = path
     last = summary_rows(conn, sorted({r.id for r in found}))
+    recorded_by_run: dict[int, set[str]] = {}
+    for run_id, name in last:
+        recorded_by_run.setdefault(run_id, set()).add(name)
     writers = {}
     written: dict[tuple[int, str], int] = {}
     try:
         for run in found:
             writer = writers[(run.id, run.group)] = writer_class(logdir=str(targets[(run.id, run.group)]),
                                                                 flush_secs=3600, max_queue=10_000)
-            recorded = {name for (run_id, name) in last if run_id == run.id}
+            recorded = recorded_by_run.get(run.id, set())
             headline = {name: last[(run.id, name)].last
                         for name in headline_names(run.task, recorded) if last[(run.id, name)].last is not None}
             hparam_values = {"group": run.group, **{k: _hparam(v) for k, v in run.params.items() if v is not None}}
