@@ -48,7 +48,7 @@ def test_float16_storage_does_not_round_the_parameters_of_a_later_kernel(tmp_pat
         pristine = eqx.tree_deserialise_leaves(io.BytesIO(params), trained)
         x = np.asarray(dataset.x_train, np.float64)
         reference = np.asarray(EmpiricalNTK(pristine, dataset.input_shape, "jacobian", batch_size=12,
-                                            dtype=np.float64)(x))
+                                            dtype="float64")(x))
     np.testing.assert_allclose(stores["float64"], reference, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(stores["float16"], reference, rtol=2e-3, atol=2e-3)
     assert np.max(np.abs(stores["float16"] - reference)) > 1e-6  # float16 storage did round its own copy
