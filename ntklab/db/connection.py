@@ -38,6 +38,8 @@ def resolve_url(db: str | None, home: Path) -> str:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername == "sqlite+pysqlite":
         parsed = parsed.set(drivername="sqlite")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
     if parsed.drivername not in SUPPORTED_DRIVERS:
         raise DatabaseError(f"unsupported database driver {parsed.drivername!r}: use sqlite:///PATH or "
                             "postgresql://USER@HOST/DB (psycopg)")
