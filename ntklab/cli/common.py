@@ -89,11 +89,16 @@ MAX_COUNT = 2**63 - 1
 """The largest count (`--limit`, `--max-runs`) a command accepts: what the database can store."""
 
 
-def _lease_seconds(value: float) -> float:
-    low, high = LEASE_SECONDS
-    if not (math.isfinite(value) and low <= value <= high):
-        raise typer.BadParameter(f"must be a number of seconds from {low:g} to {high:g}, got {value}")
-    return value
+def finite_between(low: float, high: float, unit: str = ""):
+    """A Typer callback accepting a number (or None) from `low` to `high`: click's FloatRange lets
+    NaN through, since every comparison with it is false."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            raise typer.BadParameter(f"must be a number{unit} from {low:g} to {high:g}, got {value}")
+        return value
+
+    return check
 
 
 class OutputFormat(str, Enum):
@@ -174,7 +179,7 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE", help="override a config key in every run (repeatable)")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="output format")]
 LeaseOption = Annotated[float, typer.Option(
-    "--lease-seconds", metavar="SECONDS", callback=_lease_seconds, help="a run whose worker is silent this long is reclaimed")]
+    "--lease-seconds", metavar="SECONDS", callback=finite_between(*LEASE_SECONDS, " of seconds"), help="a run whose worker is silent this long is reclaimed")]
 MaxRunsOption = Annotated[int, typer.Option(
     "--max-runs", min=1, max=MAX_COUNT, help="refuse a spec that expands to more runs than this")]
 SpecGroupOption = Annotated[Optional[list[str]], typer.Option(

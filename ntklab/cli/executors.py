@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ntklab.cli.common import EXIT_FAILED_RUNS, SIGNAL_EXIT, database_url, err, open_home_engine, out
+from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, database_url, err, finite_between, open_home_engine,
+                               out)
 from ntklab.errors import UsageError
 
 
@@ -28,7 +29,8 @@ QosOption = Annotated[Optional[str], typer.Option("--qos", rich_help_panel=_SLUR
 TimeOption = Annotated[Optional[int], typer.Option(
     "--time", min=1, metavar="MINUTES", help="each job's time limit", rich_help_panel=_SLURM)]
 CpusOption = Annotated[Optional[int], typer.Option("--cpus-per-task", min=1, rich_help_panel=_SLURM)]
-MemOption = Annotated[Optional[float], typer.Option("--mem-gb", help="memory per job", rich_help_panel=_SLURM)]
+MemOption = Annotated[Optional[float], typer.Option("--mem-gb", callback=finite_between(0.001, 1e6, " of GB"),
+                                                    help="memory per job", rich_help_panel=_SLURM)]
 GpusOption = Annotated[Optional[int], typer.Option("--gpus-per-task", min=0, rich_help_panel=_SLURM)]
 SetupOption = Annotated[Optional[list[str]], typer.Option(
     "--setup", help="a shell line each job runs first, e.g. 'module load cuda' (repeatable)", rich_help_panel=_SLURM)]

@@ -6,14 +6,15 @@ from typing import Annotated
 import typer
 
 from ntklab.cli.common import (DbOption, HomeOption, OptionalExperimentArgument, app, existing_engine,
-                               experiment_name, out, reported)
+                               experiment_name, finite_between, out, reported)
 
 
 @app.command()
 @reported
 def watch(
     experiment: OptionalExperimentArgument = None,
-    interval: Annotated[float, typer.Option("--interval", "-i", metavar="SECONDS", min=0.1,
+    interval: Annotated[float, typer.Option("--interval", "-i", metavar="SECONDS",
+                                            callback=finite_between(0.1, 86400.0, " of seconds"),
                                             help="seconds between refreshes")] = 2.0,
     recent: Annotated[int, typer.Option("--recent", "-n", metavar="N", min=0,
                                         help="how many finished runs to show")] = 10,

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from ntklab.cli.common import (EXIT_FAILED_RUNS, SIGNAL_EXIT, DbOption, HomeOption, LeaseOption, app, err,
-                               open_home_engine, reported)
+                               finite_between, open_home_engine, reported)
 from ntklab.errors import UsageError
 
 
@@ -40,7 +40,7 @@ def worker(
     home: HomeOption = None,
     max_runs: Annotated[Optional[int], typer.Option("--max-runs", min=1, help="exit after executing this many runs")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(
-        "--idle-exit", min=0, metavar="SECONDS",
+        "--idle-exit", metavar="SECONDS", callback=finite_between(0.0, 365 * 86400.0, " of seconds"),
         help="exit after this long without a run to claim (default: stay while other workers hold runs)")] = None,
     until: Annotated[Optional[str], typer.Option(
         "--until", metavar="TIME", help="claim no run after this time (21:30, or 2026-12-24T08:00)")] = None,
