@@ -59,7 +59,7 @@ def test_environment_variables_reach_the_options(tmp_path):
     missing = cli("status", home=tmp_path, db=f"sqlite:///{tmp_path / 'elsewhere' / 'none.db'}")
     assert missing.returncode == 3 and "elsewhere" in missing.stderr, "NTKLAB_DB names the database"
     bad = cli("status", home=tmp_path, db="mysql://x@y/z")
-    assert bad.returncode == 3 and "unsupported database 'mysql'" in bad.stderr
+    assert bad.returncode == 3 and "unsupported database" in bad.stderr and "'mysql'" in bad.stderr
 
 
 def test_completion_reads_names_and_keys_from_the_database(probed):

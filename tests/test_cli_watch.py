@@ -47,7 +47,7 @@ def test_watch_and_follow_a_running_run(home, db_url):
     assert any("done" in line and "slow/s" in line and "24/24" in line for line in finished.splitlines()), finished
 
     live = start_ntklab("watch", "slow", "--interval", "0.2", home=home, db=db_url)
-    time.sleep(3)
+    time.sleep(10)  # started and refreshing; off a terminal, rich Live prints its last frame when it stops
     live.send_signal(signal.SIGINT)
     stdout, _ = live.communicate(timeout=30)
     assert live.returncode == 130 and "slow/s" in stdout
