@@ -96,3 +96,20 @@ def test_executor_block_of_a_spec_changes_no_run_identity(home):
     url = f"sqlite:///{home / 'ntklab.db'}"
     assert sql(url, "select status, attempts from runs") == [("done", 1)] * 2
     assert len(list((home / "workers").glob("pool-*.log"))) == 2
+
+
+def test_until_takes_a_time_of_day_or_a_date_and_time_as_naive_utc():
+    from datetime import datetime, timedelta, timezone
+
+    import pytest
+
+    from ntklab.cli.worker import parse_until
+    from ntklab.errors import UsageError
+
+    now = datetime(2026, 12, 1, 20, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert parse_until("21:30", now) == datetime(2026, 12, 1, 20, 30), "later today, in the local zone"
+    assert parse_until("19:00", now) == datetime(2026, 12, 2, 18, 0), "a time already past is tomorrow's"
+    assert parse_until("2026-12-24T08:00+00:00", now) == datetime(2026, 12, 24, 8, 0)
+    with pytest.raises(UsageError, match="--until 'soon'"):
+        parse_until("soon", now)
+    assert parse_until(None) is None
