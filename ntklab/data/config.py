@@ -12,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from ntklab.configbase import Seed, StrictModel, non_semantic
+from ntklab.configbase import Seed, StrictModel, added_field, non_semantic
 
 Augment = Literal["none", "crop_flip", "rotate_crop"]
 AUGMENT_DESCRIPTION = (
@@ -127,7 +127,7 @@ class SpikedData(StrictModel):
     train_seed: Seed = 145
     test_seed: Seed = 2
     coefficient_seed: Seed = 14
-    target_noise: NonNegativeFloat = Field(
+    target_noise: NonNegativeFloat = added_field(
         0.0, description="std of Gaussian noise added to train and test targets (the best risk is its square)"
     )
 

@@ -52,7 +52,7 @@ class TrainRunConfig(StrictModel):
                              f"(not {self.train.loss})")
         return self
 
-    reset_frozen: bool = Field(
+    reset_frozen: bool = added_field(
         False, description="with expansion_point: take its trainable parameters but the initialization's frozen "
         "arrays (BatchNorm running statistics), Ortiz-Jiménez et al.'s rule for linearizing a pretrained network",
     )
