@@ -50,7 +50,8 @@ db_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT, epilog=EXIT
 app.add_typer(db_app, name="db")
 
 out = Console(file=RedactingStream("stdout"), soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 200)
-err = Console(file=RedactingStream("stderr"), markup=False, width=None if sys.stderr.isatty() else 200)
+# soft_wrap: a message is never broken into lines by the console (a command in it stays one line to copy)
+err = Console(file=RedactingStream("stderr"), soft_wrap=True, markup=False, width=None if sys.stderr.isatty() else 200)
 
 
 def with_exit_codes(typer_app: typer.Typer) -> typer.Typer:
