@@ -44,6 +44,10 @@ class TrainRunConfig(StrictModel):
         description="a train run whose final parameters are the starting and expansion point theta0 instead "
         "of the initialization (its `model` must be this run's); the runner runs it first or reuses it",
     )
+    reset_frozen: bool = added_field(
+        False, description="with expansion_point: take its trainable parameters but the initialization's frozen "
+        "arrays (BatchNorm running statistics), Ortiz-Jiménez et al.'s rule for linearizing a pretrained network",
+    )
 
     @model_validator(mode="after")
     def _regression_loss(self) -> "TrainRunConfig":
@@ -51,11 +55,6 @@ class TrainRunConfig(StrictModel):
             raise ValueError(f"the {self.data.dataset} dataset has regression targets: train with loss: mse "
                              f"(not {self.train.loss})")
         return self
-
-    reset_frozen: bool = added_field(
-        False, description="with expansion_point: take its trainable parameters but the initialization's frozen "
-        "arrays (BatchNorm running statistics), Ortiz-Jiménez et al.'s rule for linearizing a pretrained network",
-    )
 
     @model_validator(mode="after")
     def _reset_needs_a_point(self) -> "TrainRunConfig":
@@ -87,7 +86,6 @@ class TrainRunConfig(StrictModel):
         if self.train.expansion_order >= 1 and self.train.compare_to_full:
             needed["full"] = self.full_network()
         return needed
-
 
 
 def check_inputs(config: TrainRunConfig) -> list[str]:
@@ -124,9 +122,10 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
 
     Metrics are logged at step 0 (fresh runs only), every `eval_every_steps` steps and at the last
     step (the first evaluation step that meets `train.stop_when` is the last: it logs
-    `stopped_at_step`, and the `params` artifact's metadata says why), and the test logits of each of these steps are saved as `test_logits/step_{t}`. The state
-    after step t depends only on the config and t, so an interrupted and resumed run ends with the
-    same parameters and metrics as an uninterrupted one.
+    `stopped_at_step`, and the `params` artifact's metadata says why), and the test logits of each
+    of these steps are saved as `test_logits/step_{t}`. The state after step t depends only on the
+    config and t, so an interrupted and resumed run ends with the same parameters and metrics as an
+    uninterrupted one.
     """
     # Imported here, not at module level: the CLI validates specs without importing JAX.
     import io
