@@ -58,8 +58,12 @@ def test_a_failed_upstream_blocks_its_dependents(home):
     assert result.returncode == 1
     rows = dict(sql(sqlite_url(home), "select group_name, status from runs where group_name = 'child.needs'"))
     assert rows == {"child.needs": "failed"}
-    blocked = sql(sqlite_url(home), "select status, error_type, attempts from runs where group_name = 'child'")
-    assert blocked == [("failed", "UpstreamFailed", 0)] * 2
+    (upstream,) = sql(sqlite_url(home), "select key from runs where group_name = 'child.needs'")
+    blocked = sql(sqlite_url(home), "select status, error_type, attempts, error_message from runs "
+                                    "where group_name = 'child'")
+    named = f"upstream run needs ({upstream[0][:12]}) failed, so this run cannot run"
+    assert [row[:3] for row in blocked] == [("failed", "UpstreamFailed", 0)] * 2
+    assert all(row[3].startswith(named) and "--retry-failed" in row[3] for row in blocked), blocked
 
 
 def test_a_second_worker_waits_for_the_upstream_run_the_first_holds(home):

@@ -1,7 +1,9 @@
 """The Ortiz-Jiménez specs through the real CLI: the small eigenfunction study shows the paper's
-trends, and an eigendecomposition killed mid-run re-runs without recomputing its kernel."""
+trends, an eigendecomposition killed mid-run re-runs without recomputing its kernel, and one whose
+kernel store has lost its files fails naming the kernel run."""
 
 import json
+import shutil
 import sqlite3
 import time
 
@@ -94,3 +96,42 @@ def test_a_killed_eigen_run_reruns_without_recomputing_its_kernel(home):
     with sqlite3.connect(home / "ntklab.db") as conn:
         (values,) = conn.execute("select count(*) from metrics where name = 'eigenvalue'").fetchone()
     assert values == 60
+
+
+MISSING = """\
+name: missing_kernel
+groups:
+  spectrum:
+    task: eigen
+    kernel:
+      task: kernel
+      data: {dataset: synthetic, n_train: 24, n_test: 8, dim: 16, image_shape: [4, 4, 1]}
+      kernel: {kind: empirical, model: {arch: mlp, depth: 1, width: 16}}
+      outputs: 1
+    k: 4
+"""
+
+
+def test_an_eigen_run_on_a_kernel_store_that_lost_its_files_names_the_kernel_run(home):
+    """The kernel run is done and reused by a new eigendecomposition, but its store lost a file, then
+    all of them: the eigen run fails, naming the kernel run and how to recompute it, and the
+    kernel run's record is untouched."""
+    (home / "spec.yaml").write_text(MISSING)
+    ntklab("run", "spec.yaml", home=home, check=True)
+    with sqlite3.connect(home / "ntklab.db") as conn:
+        (kernel,) = conn.execute("select key from runs where task = 'kernel'").fetchone()
+    for k, damage in ((5, "a file"), (6, "the whole store")):
+        store = home / "runs" / kernel / "kernel"
+        if damage == "a file":
+            next(p for p in store.rglob("*") if p.is_file() and "train" in p.parts).unlink()
+        else:
+            shutil.rmtree(store)
+        result = ntklab("run", "spec.yaml", "--set", f"k={k}", home=home)
+        assert result.returncode == 1, (damage, result.stderr[-2000:])
+        with sqlite3.connect(home / "ntklab.db") as conn:
+            (message,) = conn.execute("select error_message from runs where task = 'eigen' and status = 'failed' "
+                                      "order by id desc").fetchone()
+            assert runs_by_task(home)["kernel"] == [("done", 1)]
+        assert f"upstream kernel run: directory artifact 'kernel' of upstream run kernel ({kernel[:12]})" in message
+        assert f"`ntklab reset {kernel[:12]}`" in message, message
+        assert kernel[:12] in result.stderr and "Traceback" not in result.stderr

@@ -117,7 +117,7 @@ def _query_paper(figure: str | None, paper: bool, experiment: str | None, format
                          "and --limit do not apply (put a filter in the figure's `where:`)")
     if figure is not None and experiment is not None and ":" not in figure:
         figure = f"{experiment}:{figure}"
-    engine, _ = existing_engine(db, home)
+    engine, store = existing_engine(db, home)
     with reading(engine) as conn:
         if figure is None:
             stored = stored_figures(conn, experiment)
@@ -131,7 +131,7 @@ def _query_paper(figure: str | None, paper: bool, experiment: str | None, format
             emit(["experiment", "figure", "kind", "x", "y", "series", "facet", "step", "title"], listing,
                  format_.value, out)
             return
-        data = figure_data(conn, resolve_figure(conn, figure))
+        data = figure_data(conn, resolve_figure(conn, figure), store.root)
     title = f"{data.experiment}:{data.name}" + (f" — {data.figure.title}" if data.figure.title else "")
     rows = [[v[:12] if c == "run" and isinstance(v, str) else v for c, v in zip(data.columns, row)]
             for row in data.rows] if format_ == OutputFormat.table else data.rows
@@ -177,10 +177,11 @@ def report(
         raise UsageError(f"no spec file {target!r} (give a spec file or the name of an experiment)")
     else:
         name = target
-    engine, _ = existing_engine(db, home)
+    engine, store = existing_engine(db, home)
     problems: list[str] = []
     with reading(engine) as conn:
-        page = render_report(conn, name, figures=figures, spec_text=spec_text, spec_file=spec_file, problems=problems)
+        page = render_report(conn, name, figures=figures, spec_text=spec_text, spec_file=spec_file, home=store.root,
+                             problems=problems)
     for problem in problems:
         err.print(styled("warning", "yellow", problem), highlight=False)
     path = output or Path(f"{name}-report.html")

@@ -261,17 +261,34 @@ def _upstream_in(run_id, statuses):
 
 def fail_blocked(engine: Engine, run_ids: Sequence[int]) -> int:
     """Mark as failed the pending or interrupted runs among `run_ids` whose upstream run failed or
-    diverged: they can never run. `--retry-failed` retries them with their upstream."""
+    diverged: they can never run. The message names that upstream run (the first by name when
+    several broke); runs are updated per message, so a sweep behind one upstream is one UPDATE.
+    `--retry-failed` retries them with their upstream."""
     count = 0
-    broken = [RunStatus.failed, RunStatus.diverged]
+    upstream = runs.alias("upstream")
     with writing(engine) as conn:
         for chunk in _chunks(run_ids):
-            result = conn.execute(
-                update(runs).where(runs.c.id.in_(chunk), runs.c.status.in_(CLAIMABLE), _upstream_in(runs.c.id, broken))
-                .values(status=RunStatus.failed, error_type="UpstreamFailed",
-                        error_message="an upstream run it needs failed or diverged", finished_at=utcnow())
-            )
-            count += result.rowcount
+            found = conn.execute(
+                select(upstream_links.c.run_id, upstream_links.c.name, upstream.c.key, upstream.c.status)
+                .select_from(upstream_links.join(upstream, upstream.c.id == upstream_links.c.upstream_run_id)
+                             .join(runs, runs.c.id == upstream_links.c.run_id))
+                .where(upstream_links.c.run_id.in_(chunk), runs.c.status.in_(CLAIMABLE),
+                       upstream.c.status.in_([RunStatus.failed, RunStatus.diverged]))
+                .order_by(upstream_links.c.run_id, upstream_links.c.name)
+            ).all()
+            first: dict[int, str] = {}
+            for run_id, name, key, status in found:
+                first.setdefault(run_id, f"upstream run {name} ({key[:12]}) {RunStatus(status).value}, so this run "
+                                         "cannot run: `ntklab run SPEC --retry-failed` retries both")
+            by_message: dict[str, list[int]] = {}
+            for run_id, message in first.items():
+                by_message.setdefault(message, []).append(run_id)
+            for message, ids in by_message.items():
+                count += conn.execute(
+                    update(runs).where(runs.c.id.in_(ids), runs.c.status.in_(CLAIMABLE))
+                    .values(status=RunStatus.failed, error_type="UpstreamFailed", error_message=message,
+                            finished_at=utcnow())
+                ).rowcount
     return count
 
 

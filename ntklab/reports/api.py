@@ -34,6 +34,7 @@ from ntklab.db.models import (
 from ntklab.db.tables import experiments, metrics, runs
 from ntklab.errors import DatabaseError, UsageError
 from ntklab.reports.figures import FigureData, figure_data, resolve_figure
+from ntklab.reports.images import ImageFigureData
 from ntklab.reports.records import chunks, member_rows, run_params, summary_rows
 
 
@@ -161,7 +162,7 @@ def load_experiment(name: str, db: str | None = None, home: str | Path | None = 
 class FigureTable:
     """A figure's table (as `ntklab query --paper` prints it) and its full data."""
 
-    data: FigureData
+    data: FigureData | ImageFigureData
 
     @property
     def columns(self) -> list[str]:
@@ -177,12 +178,15 @@ class FigureTable:
 
 def load_figure(name: str, db: str | None = None, home: str | Path | None = None, *,
                 engine: Engine | None = None) -> FigureTable:
-    """The data of a figure declared in a spec: `fig2` or `experiment:fig2`."""
+    """The data of a figure declared in a spec: `fig2` or `experiment:fig2` (an images figure
+    reads its artifacts from `home`)."""
     from ntklab.db.connection import reading
+    from ntklab.store import resolve_home
 
     engine = engine or open_database(db, home)
+    root = resolve_home(Path(home).expanduser() if home is not None else None)
     with reading(engine) as conn:
-        return FigureTable(figure_data(conn, resolve_figure(conn, name)))
+        return FigureTable(figure_data(conn, resolve_figure(conn, name), root))
 
 
 def artifact_path(run: str, name: str, db: str | None = None, home: str | Path | None = None) -> tuple[Path, str]:

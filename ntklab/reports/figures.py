@@ -34,12 +34,13 @@ Semantics (see also `ntklab.spec.models.Figure`):
 The parts: name resolution (reports/axes.py), run selection (reports/selection.py), baseline
 matching (reports/baselines.py), the best run over a hyper-parameter (reports/best.py) and
 aggregation (reports/aggregation.py); this module finds the stored figures and puts the parts
-together.
+together. An images figure (reports/images.py) draws artifacts instead of points.
 """
 
 import difflib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -52,8 +53,9 @@ from ntklab.reports.axes import Axis, FigureAxes, FigureError, resolve_axes, val
 from ntklab.reports.baselines import attach_baselines
 from ntklab.reports.best import choose_best
 from ntklab.reports.filters import Vocabulary
+from ntklab.reports.images import ImageFigureData, image_figure_data
 from ntklab.reports.records import differing_params, param_values, params_signature
-from ntklab.reports.selection import FigureRun, select_runs
+from ntklab.reports.selection import FigureRun, MissingRun, select_runs
 from ntklab.spec.models import Figure
 from ntklab.spec.yaml_source import parse_yaml
 
@@ -170,15 +172,6 @@ def resolve_figure(conn: Connection, name: str) -> FigureRef:
 # The data
 
 
-@dataclass(frozen=True)
-class MissingRun:
-    key: str
-    group: str
-    status: str
-    reason: str  # the status, or "no value" / "no baseline"
-    error: str | None
-
-
 @dataclass
 class FigureData:
     """The points of a figure, its table, and what it does not show yet."""
@@ -259,9 +252,12 @@ class FigureData:
         return text
 
 
-def figure_data(conn: Connection, ref: FigureRef) -> FigureData:
-    """The figure's points from whatever runs of its experiment are in the database."""
+def figure_data(conn: Connection, ref: FigureRef, home: Path | None = None) -> FigureData | ImageFigureData:
+    """The figure's points from whatever runs of its experiment are in the database (an images
+    figure: its images, from the artifact files in `home`)."""
     figure, name = ref.figure, ref.qualified
+    if figure.kind == "images":
+        return image_figure_data(conn, ref.experiment, ref.experiment_id, name, figure, home)
     vocabulary = Vocabulary.load(conn)
     axes = resolve_axes(figure, vocabulary, name)
     found = select_runs(conn, ref.experiment_id, figure.where, axes, name)
@@ -331,8 +327,8 @@ class FigureProblem:
     message: str
 
 
-def experiment_figures(conn: Connection, experiment: str,
-                       figures: dict[str, Figure] | None = None) -> list[FigureData | FigureProblem]:
+def experiment_figures(conn: Connection, experiment: str, figures: dict[str, Figure] | None = None,
+                       home: Path | None = None) -> list[FigureData | ImageFigureData | FigureProblem]:
     """Every figure of an experiment (the stored spec's, or `figures`); a figure that cannot be
     computed yields a FigureProblem instead, so one bad figure does not hide the others."""
     row = conn.execute(select(experiments.c.id).where(experiments.c.name == experiment)).first()
@@ -343,10 +339,10 @@ def experiment_figures(conn: Connection, experiment: str,
         found, problems = _versions_figures(conn, row.id, experiment)
     else:
         found, problems = dict(figures), {}
-    results: list[FigureData | FigureProblem] = []
+    results: list[FigureData | ImageFigureData | FigureProblem] = []
     for name, figure in found.items():
         try:
-            results.append(figure_data(conn, FigureRef(experiment, row.id, name, figure)))
+            results.append(figure_data(conn, FigureRef(experiment, row.id, name, figure), home))
         except UsageError as err:
             results.append(FigureProblem(name, str(err)))
     for name, problem in problems.items():

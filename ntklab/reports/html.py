@@ -13,6 +13,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -23,6 +24,7 @@ from ntklab.errors import UsageError
 from ntklab.flatten import flatten
 from ntklab.redaction import redact
 from ntklab.reports.figures import FigureData, FigureProblem, experiment_figures
+from ntklab.reports.images import ImageFigureData
 from ntklab.reports.overview import experiment_status
 from ntklab.reports.runs import list_runs
 from ntklab.spec.models import Figure
@@ -87,11 +89,12 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, status_colu
 
 
 def render_report(conn: Connection, experiment: str, *, figures: dict[str, Figure] | None = None,
-                  spec_text: str | None = None, spec_file: str | None = None,
+                  spec_text: str | None = None, spec_file: str | None = None, home: Path | None = None,
                   now: datetime | None = None, problems: list[str] | None = None) -> str:
     """The report of `experiment` as HTML text. `figures` and `spec_text` (from a spec file) replace
     the stored spec's, so figure declarations can be edited without running anything again.
-    Figures that cannot be computed are shown with their error, and added to `problems`."""
+    Images figures read their artifacts from `home`. Figures that cannot be computed are shown
+    with their error, and added to `problems`."""
     from ntklab.reports.plots import render_png
 
     record = conn.execute(select(experiments).where(experiments.c.name == experiment)).first()
@@ -105,7 +108,7 @@ def render_report(conn: Connection, experiment: str, *, figures: dict[str, Figur
     for g in groups:
         totals.update(g.counts)
     total = sum(totals.values())
-    results = experiment_figures(conn, experiment, figures)
+    results = experiment_figures(conn, experiment, figures, home)
     if problems is not None:
         problems += [r.message for r in results if isinstance(r, FigureProblem)]
     parts = [
@@ -152,17 +155,17 @@ def _contents(results: list) -> str:
     return f"<nav><ul>{''.join(items)}</ul></nav>"
 
 
-def _figure_name(result: FigureData | FigureProblem) -> str:
+def _figure_name(result: FigureData | ImageFigureData | FigureProblem) -> str:
     if isinstance(result, FigureData) and result.figure.title:
         return f"{result.name}: {result.figure.title}"
     return result.name
 
 
-def _anchor(result: FigureData | FigureProblem) -> str:
+def _anchor(result: FigureData | ImageFigureData | FigureProblem) -> str:
     return "figure-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in result.name)
 
 
-def _figure_section(result: FigureData | FigureProblem, render_png) -> str:
+def _figure_section(result: FigureData | ImageFigureData | FigureProblem, render_png) -> str:
     if isinstance(result, FigureProblem):
         return f'<h3 id="{_anchor(result)}">{_e(result.name)}</h3><p class="error">{_e(result.message)}</p>'
     data = result
@@ -175,7 +178,8 @@ def _figure_section(result: FigureData | FigureProblem, render_png) -> str:
         out.append(f'<p class="error">The plot could not be drawn: {_e(type(err).__name__)}: {_e(err)}</p>')
     if png is not None:
         encoded = base64.b64encode(png).decode("ascii")
-        alt = f"{data.name}: {data.figure.title or ', '.join(a.text for a in data.y)}"
+        shown = data.figure.artifact if isinstance(data, ImageFigureData) else ", ".join(a.text for a in data.y)
+        alt = f"{data.name}: {data.figure.title or shown}"
         out.append(f'<p><img class="plot" alt="{_e(alt)}" src="data:image/png;base64,{encoded}"></p>')
     elif data.figure.kind != "table":
         out.append('<p class="warning">Nothing to plot yet: no run of this figure has finished with a value.</p>')

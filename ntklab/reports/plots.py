@@ -4,7 +4,8 @@ matplotlib is imported only here and only when a plot is drawn (the CLI stays fa
 object-oriented API is used (no pyplot, no global state, the Agg renderer). Plots are what a paper
 prints: axis labels with units where known, a legend of the series values, log scales where the
 data spans two decades or more (unless the figure says otherwise), and error bands for the spread
-over seeds (mean ± standard deviation or min–max).
+over seeds (mean ± standard deviation or min–max). An images figure is a grid of images per run,
+pixel for pixel (nearest neighbour), signed images on a colour map symmetric around 0.
 """
 
 import io
@@ -18,6 +19,7 @@ from typing import Any
 from ntklab.reports.aggregation import Point
 from ntklab.reports.axes import Axis
 from ntklab.reports.figures import FigureData
+from ntklab.reports.images import DEFAULT_COLUMNS, ImageFigureData
 
 DPI = 110
 PANEL_SIZE = (4.2, 2.9)  # inches, the axes alone
@@ -34,6 +36,10 @@ MAX_MARKED_POINTS = 40
 MAX_ANNOTATED_CELLS = 150
 MAX_TICKS = 10
 SEQUENTIAL_FROM = 5  # numeric series with more values get a sequential colour map
+IMAGE_CELL = 1.1  # inches per image of an images figure, its title included
+IMAGE_TITLE = 0.22
+RUN_TITLE = 0.3
+COLORBAR_WIDTH = 0.75
 
 # Units of metrics, by the last word of their name.
 UNITS = {
@@ -79,7 +85,7 @@ def axis_label(axis: Axis, given: str | None = None, *, relation: str | None = N
     return f"{text} ({unit})" if unit else text
 
 
-def render_png(data: FigureData) -> bytes | None:
+def render_png(data: FigureData | ImageFigureData) -> bytes | None:
     """The figure as PNG bytes, or None when it is a table or has no value to plot yet."""
     canvas = draw(data)
     if canvas is None:
@@ -89,9 +95,11 @@ def render_png(data: FigureData) -> bytes | None:
     return buffer.getvalue()
 
 
-def draw(data: FigureData):
+def draw(data: FigureData | ImageFigureData):
     """The figure as a matplotlib Figure (not attached to pyplot), or None when there is nothing
     to draw: one panel per y metric and facet value, a legend of the series values."""
+    if isinstance(data, ImageFigureData):
+        return _image_grids(data) if data.runs else None
     if data.figure.kind == "table" or not any(p.mean is not None for p in data.points):
         return None
     from matplotlib.figure import Figure as Canvas
@@ -239,6 +247,63 @@ def _heatmap(canvas, ax, data: FigureData, y: Axis, points: list[Point]) -> None
     bar = canvas.colorbar(image, ax=ax)
     bar.set_label(axis_label(y, data.figure.y_label, relation=data.figure.relation
                              if data.figure.relative_to is not None else None))
+
+
+def _image_grids(data: ImageFigureData):
+    """One grid of images per run, `columns` wide, in a fixed layout in inches. A signed run is
+    drawn on a diverging map with bounds ±max|value| (white is 0, so a pixel's sign is its
+    colour); otherwise from the smallest to the largest value. RGB images are mapped the same way
+    per channel."""
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure as Canvas
+
+    figure = data.figure
+    columns = min(figure.columns or DEFAULT_COLUMNS, max(len(r.indices) for r in data.runs))
+    grid_rows = [math.ceil(len(r.indices) / columns) for r in data.runs]
+    bar = COLORBAR_WIDTH if figure.scale == "shared" else 0.0
+    width = max(columns * IMAGE_CELL + 0.2 + bar, 3.0)
+    title = textwrap.wrap(figure.title or data.name, width=max(24, int(width / TITLE_CHAR_WIDTH)))
+    top = MARGIN_TOP + TITLE_LINE * (len(title) - 1)
+    height = top + sum(RUN_TITLE + n * IMAGE_CELL for n in grid_rows) + 0.1
+    canvas = Canvas(figsize=(width, height), dpi=DPI)
+    side = IMAGE_CELL - IMAGE_TITLE - 0.08
+    y = height - top
+    for run, n_rows in zip(data.runs, grid_rows):
+        canvas.text(0.1 / width, (y - RUN_TITLE / 2) / height, run.title, fontsize=10, va="center")
+        y -= RUN_TITLE
+        signed = bool((run.images < 0).any())
+        cmap = colormaps[figure.cmap or ("RdBu_r" if signed else "gray")]
+        image = None
+        for i, (index, pixels) in enumerate(zip(run.indices, run.images)):
+            row, column = divmod(i, columns)
+            left, bottom = 0.1 + column * IMAGE_CELL + 0.04, y - (row + 1) * IMAGE_CELL + 0.04
+            ax = canvas.add_axes((left / width, bottom / height, side / width, side / height))
+            low, high = _color_range(pixels if figure.scale == "each" else run.images, signed)
+            if pixels.shape[-1] == 1:
+                image = ax.imshow(pixels[..., 0], cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+            else:
+                ax.imshow(np.clip((pixels - low) / (high - low), 0.0, 1.0), interpolation="nearest")
+            ax.set_title(f"{data.label} {index}", fontsize=8, pad=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if image is not None and bar:
+            bottom = y - n_rows * IMAGE_CELL + 0.1
+            axis = canvas.add_axes(((0.2 + columns * IMAGE_CELL) / width, bottom / height, 0.12 / width,
+                                    (n_rows * IMAGE_CELL - 0.3) / height))
+            canvas.colorbar(image, cax=axis)
+        y -= n_rows * IMAGE_CELL
+    canvas.suptitle("\n".join(title), fontsize=12, y=1 - 0.12 / height, va="top")
+    return canvas
+
+
+def _color_range(values, signed: bool) -> tuple[float, float]:
+    """±max|value| for signed values, else (min, max); never an empty range."""
+    if signed:
+        bound = float(abs(values).max()) or 1.0
+        return -bound, bound
+    low, high = float(values.min()), float(values.max())
+    return low, high if high > low else low + 1.0
 
 
 def _errors(aggregate: str, curve: Sequence[Point]):

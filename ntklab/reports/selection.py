@@ -31,9 +31,21 @@ class FigureRun:
     baseline: int | None = None
 
 
-def select_runs(conn: Connection, experiment_id: int, where: str | None, axes: FigureAxes,
+@dataclass(frozen=True)
+class MissingRun:
+    """A run of a figure that it does not show yet, and why."""
+
+    key: str
+    group: str
+    status: str
+    reason: str  # the status, or "no value" / "no baseline"
+    error: str | None
+
+
+def select_runs(conn: Connection, experiment_id: int, where: str | None, axes: FigureAxes | None,
                 figure: str) -> list[FigureRun]:
-    """The experiment's runs matching `where`, with their coordinates on `axes`."""
+    """The experiment's runs matching `where`, with their coordinates on `axes` (none without:
+    an images figure places no run on an axis)."""
     condition = None
     if where and where.strip():
         try:
@@ -42,7 +54,7 @@ def select_runs(conn: Connection, experiment_id: int, where: str | None, axes: F
             raise FigureError(figure, f"where: {err}") from None
     rows = member_rows(conn, experiment_id, runs.c.key, runs.c.status, runs.c.error_type, runs.c.error_message,
                        where=condition)
-    per_group = axes.per_group()
+    per_group = axes is not None and axes.per_group()
     found: list[FigureRun] = []
     groups: dict[int, list[str]] = defaultdict(list)
     for row in rows:
@@ -54,7 +66,8 @@ def select_runs(conn: Connection, experiment_id: int, where: str | None, axes: F
     if not per_group:
         for run in found:
             run.group = ", ".join(groups[run.run_id])
-    _place(conn, found, axes)
+    if axes is not None:
+        _place(conn, found, axes)
     return found
 
 

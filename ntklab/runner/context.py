@@ -130,21 +130,23 @@ class LiveRunContext:
         self._log.write(f"artifact {name}: directory of {size} bytes, manifest sha256 {digest[:12]}")
 
     def upstream_artifact_dir(self, name: str, artifact: str) -> Path:
-        path, recorded = self._upstream_artifact_row(name, artifact)
+        path, recorded, key = self._upstream_artifact_row(name, artifact)
         if not path.is_dir() or directory_manifest(path)[1] != recorded:
-            raise OSError(f"directory artifact {artifact!r} of upstream run {name} at {path} is missing files "
-                          "or differs from what was recorded")
+            raise OSError(f"directory artifact {artifact!r} of upstream run {name} ({key[:12]}) at {path} is missing "
+                          f"files or differs from what was recorded: `ntklab reset {key[:12]}` and running the spec "
+                          "again recomputes it")
         return path
 
     def upstream_artifact(self, name: str, artifact: str) -> bytes:
-        path, recorded = self._upstream_artifact_row(name, artifact)
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != recorded:
-            raise OSError(f"artifact {artifact!r} of upstream run {name} is corrupt: its sha256 does not match "
-                          f"the one recorded ({path})")
+        path, recorded, key = self._upstream_artifact_row(name, artifact)
+        data = path.read_bytes() if path.is_file() else None
+        if data is None or hashlib.sha256(data).hexdigest() != recorded:
+            raise OSError(f"artifact {artifact!r} of upstream run {name} ({key[:12]}) at {path} is missing or "
+                          f"corrupt (its sha256 does not match the one recorded): `ntklab reset {key[:12]}` and "
+                          "running the spec again recomputes it")
         return data
 
-    def _upstream_artifact_row(self, name: str, artifact: str) -> tuple[Path, str]:
+    def _upstream_artifact_row(self, name: str, artifact: str) -> tuple[Path, str, str]:
         with reading(self._engine) as conn:
             upstream = upstream_run(conn, self._run.id, name)
             if upstream is None:
@@ -154,7 +156,7 @@ class LiveRunContext:
             ).first()
         if row is None:
             raise FileNotFoundError(f"upstream run {name} ({upstream[1][:12]}) has no artifact {artifact!r}")
-        return self._home.root / row.path, row.sha256
+        return self._home.root / row.path, row.sha256, upstream[1]
 
     def cached(self, namespace: str, key: str, compute: Callable[[], bytes]) -> bytes:
         path = self._home.cache_path(namespace, key)

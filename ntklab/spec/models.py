@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from ntklab.configbase import StrictModel
 from ntklab.headline import best_direction  # noqa: F401 - figures take the direction of `step: best` from here
@@ -12,6 +12,7 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
 
 
 Scalar = str | int | float | bool
+MAX_IMAGES = 256  # per run of an images figure: a grid larger than this is no longer readable
 
 
 class Figure(StrictModel):
@@ -42,12 +43,20 @@ class Figure(StrictModel):
 
     With `group` on an axis, a run that belongs to several groups counts once in each; `where`
     selects runs, so `group in [...]` keeps a selected run's other groups too.
+
+    kind: images draws rows of an array artifact as a grid of images, one grid per run that
+    `where` selects (Ortiz-Jiménez et al.'s NADs): no x or y. `artifact` names it (k x D, or
+    k x h x w (x c)); each row is reshaped to `shape` (h, w) or (h, w, c), by default the shape the
+    run recorded with the artifact (rows flattened in (h, w, c) order). The rows drawn are
+    `indices`, else the first `count`; each image is titled "`label` i". Signed images (NADs,
+    eigenvectors) get a colour map symmetric around 0, so white is 0 and the sign reads off the
+    colour; `scale: each` scales each image to its own largest |value|, `shared` all of a run's.
     """
 
     title: str = ""
-    kind: Literal["line", "scatter", "bar", "heatmap", "table"] = "line"
-    x: str
-    y: str | list[str]
+    kind: Literal["line", "scatter", "bar", "heatmap", "table", "images"] = "line"
+    x: str | None = None
+    y: str | list[str] | None = None
     series: str | None = None
     facet: str | None = None
     where: str | None = Field(None, description="a filter expression over params and metrics")
@@ -66,18 +75,32 @@ class Figure(StrictModel):
         None, description="params searched per point: each point shows, per seed, the run best by `by`"
     )
     by: str | None = Field(None, description="the metric that chooses the best run for best_over")
+    artifact: str | None = Field(None, description="images: the array artifact whose rows are drawn")
+    indices: list[NonNegativeInt] | None = Field(None, min_length=1, max_length=MAX_IMAGES,
+                                                 description="images: the rows drawn (default: the first `count`)")
+    count: int | None = Field(None, ge=1, le=MAX_IMAGES, description="images: the first rows drawn (default 16)")
+    columns: PositiveInt | None = Field(None, description="images: images per row of the grid (default 8)")
+    shape: tuple[PositiveInt, PositiveInt] | tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
+        None, description="images: (h, w) or (h, w, c) of a row (default: the shape recorded with the artifact)")
+    label: str | None = Field(None, description="images: each image's title is 'LABEL i' (default: the artifact)")
+    cmap: str | None = Field(None, description="images: a matplotlib colour map (default RdBu_r for signed "
+                             "images, gray otherwise)")
+    scale: Literal["each", "shared"] = Field("each", description="images: the colour range of each image, or "
+                                             "one shared by a run's images")
 
     @model_validator(mode="before")
     @classmethod
     def _default_step(cls, data: Any) -> Any:
         """`x: step` plots every evaluation step, so `step` defaults to `all` there."""
-        if isinstance(data, dict) and data.get("x") == "step" and "step" not in data:
+        if isinstance(data, dict) and data.get("x") == "step" and "step" not in data and data.get("kind") != "images":
             return {**data, "step": "all"}
         return data
 
     @field_validator("y")
     @classmethod
-    def _y_names(cls, value: str | list[str]) -> str | list[str]:
+    def _y_names(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is None:
+            return value
         names = [value] if isinstance(value, str) else value
         if not names:
             raise ValueError("name at least one metric")
@@ -87,8 +110,42 @@ class Figure(StrictModel):
             raise ValueError("a metric is named twice")
         return value
 
+    @field_validator("cmap")
+    @classmethod
+    def _known_cmap(cls, value: str | None) -> str | None:
+        """Checked when the spec is read (matplotlib is imported only for a figure that names one)."""
+        if value is None:
+            return value
+        import difflib
+
+        from matplotlib import colormaps
+
+        if value not in colormaps:
+            guesses = difflib.get_close_matches(value, list(colormaps), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(guesses)}?" if guesses else " (e.g. RdBu_r, coolwarm, gray, viridis)"
+            raise ValueError(f"{value!r} is not a matplotlib colour map{hint}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "Figure":
+        drawn = {"artifact", "indices", "count", "columns", "shape", "label", "cmap", "scale"}
+        if self.kind == "images":
+            plotted = sorted(set(self.model_fields_set) - drawn - {"kind", "title", "where"})
+            if plotted:
+                raise ValueError(f"an images figure draws the rows of an artifact; {', '.join(plotted)} "
+                                 f"{'does' if len(plotted) == 1 else 'do'} not apply (it takes artifact, indices or "
+                                 "count, columns, shape, label, cmap, scale, where and title)")
+            if self.artifact is None or not self.artifact.strip():
+                raise ValueError("an images figure needs `artifact`, the name of the array artifact to draw")
+            if self.indices is not None and self.count is not None:
+                raise ValueError("give either `indices` (the rows drawn) or `count` (the first rows), not both")
+            return self
+        misplaced = sorted(set(self.model_fields_set) & drawn)
+        if misplaced:
+            raise ValueError(f"{', '.join(misplaced)} {'applies' if len(misplaced) == 1 else 'apply'} only to "
+                             "kind: images")
+        if self.x is None or self.y is None:
+            raise ValueError(f"a {self.kind} figure needs x and y")
         if self.x == "step" and self.step != "all":
             raise ValueError("x: step plots every evaluation step; leave `step` out or write step: all")
         if self.step == "all" and self.kind in ("bar", "heatmap"):
@@ -123,6 +180,8 @@ class Figure(StrictModel):
 
     @property
     def y_names(self) -> list[str]:
+        if self.y is None:
+            return []
         return [self.y] if isinstance(self.y, str) else list(self.y)
 
 

@@ -86,10 +86,11 @@ def open_kernel(ctx: RunContext):
     try:
         store = KernelStore.open(ctx.upstream_artifact_dir("kernel", "kernel"))
     except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"the eigen run needs the kernel of its upstream kernel run: {error}") from error
+        raise ValueError(f"the eigen run needs the kernel store of its upstream kernel run: {error}") from error
     if not store.is_complete():
-        raise ValueError(f"the kernel store of kernel run {str(store.meta.get('identity'))[:12]} at {store.path} is "
-                         "incomplete: re-run that kernel run")
+        key = str(store.meta.get("identity"))[:12]
+        raise ValueError(f"the kernel store of kernel run {key} at {store.path} is incomplete: `ntklab reset {key}` "
+                         "and running the spec again recomputes it")
     return store
 
 

@@ -7,7 +7,8 @@ all-zero image, the seed's default). The seed's NAD configs use GeLU networks on
 
 Metrics: `nad_value` (σ², the eigenvalue of AᵀA) at step i, 0 the largest; `seconds`, and
 `route` (0 explicit, 1 krylov) at step 0. Artifacts: `nads` (k x D, rows flattened in (h, w, c)
-order, unit norm) and `values` (k).
+order, unit norm; its metadata's `image_shape` is (h, w, c), so `kind: images` figures draw it) and
+`values` (k).
 """
 
 from typing import Literal
@@ -88,7 +89,8 @@ def run(config: NADsRunConfig, ctx: RunContext) -> None:
         np.save(buffer, array)
         return buffer.getvalue()
 
-    meta = {"shape": list(config.shape), "route": route}
-    ctx.save_artifact("nads", npy(spectrum.vectors.astype(np.float32)), kind="npy",
-                      metadata={**meta, "rows": int(len(spectrum.values)), "layout": "hwc"})
-    ctx.save_artifact("values", npy(spectrum.values.astype(np.float64)), kind="npy", metadata=meta)
+    vectors = spectrum.vectors.astype(np.float32)
+    ctx.save_artifact("nads", npy(vectors), kind="npy", metadata={
+        "shape": list(vectors.shape), "image_shape": list(config.shape), "layout": "hwc", "route": route})
+    ctx.save_artifact("values", npy(spectrum.values.astype(np.float64)), kind="npy",
+                      metadata={"shape": [len(spectrum.values)], "route": route})
