@@ -62,6 +62,10 @@ NORMALIZE_DESCRIPTION = (
     "before any noise: none (pixels in [0, 1]); standardize (per channel, training statistics); "
     "per_image (centre each image and scale it to Euclidean norm sqrt(d), Ghorbani)"
 )
+RGB32_DESCRIPTION = (
+    "resize to 32x32 (bilinear, 8-bit) and repeat the grey channel 3 times, as ntkgen feeds these "
+    "images to CIFAR networks"
+)
 ROOT_DESCRIPTION = "directory holding <dataset>/ with the official files (default: NTKLAB_DATA, else ~/.ntklab-data)"
 
 
@@ -76,6 +80,7 @@ class DigitsData(StrictModel):
     standardize: bool = Field(True, description="per-channel standardization with training statistics")
     noise: Noise | None = Field(None, description=NOISE_DESCRIPTION + "; on 8x8 images, an 8x8 DCT")
     augment: Augment = Field("none", description=AUGMENT_DESCRIPTION)
+    rgb32: bool = added_field(False, RGB32_DESCRIPTION + " (the 17 grey levels scaled to 8 bits first)")
 
 
 class SyntheticData(StrictModel):
@@ -151,12 +156,6 @@ class _FileImageData(StrictModel):
     normalize: Normalize = Field("standardize", description=NORMALIZE_DESCRIPTION)
     noise: Noise | None = Field(None, description=NOISE_DESCRIPTION)
     augment: Augment = Field("none", description=AUGMENT_DESCRIPTION)
-
-
-RGB32_DESCRIPTION = (
-    "resize to 32x32 (bilinear, 8-bit) and repeat the grey channel 3 times, as ntkgen feeds these "
-    "images to CIFAR networks"
-)
 
 
 class MNISTData(_FileImageData):

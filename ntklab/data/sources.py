@@ -128,6 +128,8 @@ class DigitsSource:
 
         digits = load_digits()
         images = (digits.images / 16.0)[..., np.newaxis]
+        if config.rgb32:
+            images = to_rgb32(np.round(images * 255.0)) / 255.0
         x_train, x_test, y_train, y_test = train_test_split(
             images,
             digits.target,

@@ -6,51 +6,22 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, TypeAdapter, model_validator
 
 from ntklab.configbase import StrictModel, added_field, non_semantic
+from ntklab.engine.layer_init import LayerInit
 from ntklab.engine.layer_specs import Activation, LayerSpec
+from ntklab.engine.zoo_config import (
+    DenseNetModel,
+    LeNetModel,
+    MobileNetModel,
+    MobileNetV2Model,
+    PreActWideResNetModel,
+    ResNetModel,
+    VGGModel,
+)
 
-Parameterization = Literal["standard", "ntk", "taylor", "mean_field"]
 MAX_EXPANSION_ORDER = 4
 # How the empirical NTK is evaluated (ntklab/engine/entk.py); auto picks the cheapest.
 Implementation = Literal["auto", "jacobian", "ntvp", "structured"]
 ComputeDtype = Literal["float32", "float64"]
-
-
-class LayerInit(StrictModel):
-    """Fields shared by the architectures built from Dense and Conv layers: activation,
-    parameterization and the weight/bias scales. With fan_in m:
-
-    standard:   W ~ N(0, w_std^2 / m), b ~ N(0, b_std^2), forward W x + b.
-    ntk:        W ~ N(0, 1), b ~ N(0, 1), forward (w_std / sqrt(m)) W x + b_std b.
-    taylor:     Bai et al.'s order-k parameterization (k = `param_order`): W ~ N(0, m^(-(k-1)/(k+1))),
-                b ~ N(0, 1), forward w_std m^(-1/(k+1)) W x + b_std b. The effective weight is
-                N(0, w_std^2 / m) for every k; k = 1 is the NTK parameterization and k -> infinity
-                approaches the standard one (up to where w_std sits).
-    mean_field: Ghorbani et al.'s mean-field MLP (mlp only): first layer W ~ N(0, w_std^2 / d),
-                hidden and readout weights N(0, w_std^2); each hidden layer's output (after the
-                activation) and the readout are divided by the width N; hidden biases start at the
-                constant b_std (Ghorbani: 0.01), the readout bias at 0; the optimizer sees the
-                gradients multiplied by N (first layer), N^2 (hidden weights), N (hidden biases)
-                and N * outputs (readout weights).
-    b_std = None means the layers have no bias.
-    """
-
-    MEAN_FIELD: ClassVar[bool] = False  # whether the architecture defines a mean-field parameterization
-
-    activation: Activation = "relu"
-    parameterization: Parameterization = "standard"
-    param_order: PositiveInt | None = Field(
-        None, description="the k of the taylor parameterization (Bai et al.'s --param_order); only with taylor"
-    )
-    w_std: PositiveFloat = 1.0
-    b_std: NonNegativeFloat | None = None
-
-    @model_validator(mode="after")
-    def _parameterization_fields(self) -> "LayerInit":
-        if (self.parameterization == "taylor") != (self.param_order is not None):
-            raise ValueError("param_order is required by, and only allowed with, parameterization: taylor")
-        if self.parameterization == "mean_field" and not self.MEAN_FIELD:
-            raise ValueError(f"the mean_field parameterization is defined for mlp only, not {getattr(self, 'arch', '?')}")
-        return self
 
 
 class MLPModel(LayerInit):
@@ -179,6 +150,13 @@ ModelConfig = Annotated[
         WideResNetModel,
         ResNet18Model,
         LogisticModel,
+        ResNetModel,
+        MobileNetModel,
+        MobileNetV2Model,
+        VGGModel,
+        LeNetModel,
+        PreActWideResNetModel,
+        DenseNetModel,
         LayersModel,
         RandomFeaturesModel,
         NeuralTangentModel,

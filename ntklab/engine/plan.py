@@ -94,6 +94,12 @@ class Conv:
     at: str = field(default="", kw_only=True)
 
 
+def square_conv(out: int, size: int, init: Init, path: str, key: int, stride: int = 1, padding: Padding = "SAME",
+                groups: int = 1) -> Conv:  # fmt: skip
+    """A size x size convolution with the same stride along both axes."""
+    return Conv(out, (size, size), (stride, stride), padding, groups, init, path, key)
+
+
 @dataclass(frozen=True)
 class Activation:
     name: str

@@ -9,15 +9,13 @@ stored parameters and per-layer metrics read the same.
 from __future__ import annotations
 
 from ntklab.engine import layer_specs as S
+from ntklab.engine import zoo
 from ntklab.engine.config import (
     CNNModel,
-    LayerInit,
     LayersModel,
-    LeNet5Model,
     LogisticModel,
     MLPModel,
     Myrtle5Model,
-    ResNet18Model,
     WideResNetModel,
 )
 from ntklab.engine.plan import (
@@ -35,6 +33,7 @@ from ntklab.engine.plan import (
     PlanError,
     Scale,
     Scales,
+    square_conv,
 )
 
 
@@ -46,19 +45,10 @@ def plan_of(config, out_dim: int = 1) -> Plan:
     return build(config, out_dim)
 
 
-def _init(config: LayerInit) -> Init:
-    return Init(float(config.w_std), None if config.b_std is None else float(config.b_std), config.parameterization,
-                config.param_order)  # fmt: skip
-
-
-def _conv(out: int, size: int, init: Init, path: str, key: int, stride: int = 1, padding: str = "SAME") -> Conv:
-    return Conv(out, (size, size), (stride, stride), padding, init=init, path=path, key=key)
-
-
 def _mlp(config: MLPModel, out_dim: int) -> Plan:
     if config.parameterization == "mean_field":
         return _mean_field_mlp(config, out_dim)
-    init, act = _init(config), Activation(config.activation)
+    init, act = config.plan_init(), Activation(config.activation)
     ops: list = [Flatten()]
     for i in range(config.depth):
         ops += [Dense(config.width, init, f"layers.{i}", i), act]
@@ -84,73 +74,42 @@ def _mean_field_mlp(config: MLPModel, out_dim: int) -> Plan:
 
 
 def _cnn(config: CNNModel, out_dim: int) -> Plan:
-    init, act = _init(config), Activation(config.activation)
+    init, act = config.plan_init(), Activation(config.activation)
     ops: list = []
     for i in range(config.depth):
-        ops += [_conv(config.channels, config.kernel_size, init, f"layers.{i}", i, padding=config.padding), act]
+        ops += [square_conv(config.channels, config.kernel_size, init, f"layers.{i}", i, padding=config.padding), act]
     ops.append(GlobalAvgPool() if config.readout == "gap" else Flatten())
     ops.append(Dense(out_dim, init, f"layers.{config.depth}", config.depth))
     return Plan(tuple(ops), config.depth + 1)
 
 
-def _lenet5(config: LeNet5Model, out_dim: int) -> Plan:
-    init, act = _init(config), Activation(config.activation)
-    return Plan((
-        _conv(6, 5, init, "layers.0", 0), act, AvgPool(),
-        _conv(16, 5, init, "layers.1", 1), act, AvgPool(), Flatten(),
-        Dense(120, init, "layers.2", 2), act, Dense(84, init, "layers.3", 3), act, Dense(out_dim, init, "layers.4", 4),
-    ), 5)  # fmt: skip
-
-
 def _myrtle5(config: Myrtle5Model, out_dim: int) -> Plan:
-    init, act, c = _init(config), Activation(config.activation), config.channels
+    init, act, c = config.plan_init(), Activation(config.activation), config.channels
     return Plan((
-        _conv(c, 3, init, "layers.0", 0), act, _conv(c, 3, init, "layers.1", 1), act, AvgPool(),
-        _conv(c, 3, init, "layers.2", 2), act, AvgPool(), _conv(c, 3, init, "layers.3", 3), act,
+        square_conv(c, 3, init, "layers.0", 0), act, square_conv(c, 3, init, "layers.1", 1), act, AvgPool(),
+        square_conv(c, 3, init, "layers.2", 2), act, AvgPool(), square_conv(c, 3, init, "layers.3", 3), act,
         GlobalAvgPool(), Dense(out_dim, init, "layers.4", 4),
     ), 5)  # fmt: skip
 
 
 def _logistic(config: LogisticModel, out_dim: int) -> Plan:
-    return Plan((Flatten(), Dense(out_dim, _init(config), "layers.0", 0)), 1)
+    return Plan((Flatten(), Dense(out_dim, config.plan_init(), "layers.0", 0)), 1)
 
 
 def _wrn(config: WideResNetModel, out_dim: int) -> Plan:
     """Keys: the stem, then three per block (conv1, conv2, the shortcut's, drawn even where the
     shortcut is the identity), then the readout."""
-    init, act = _init(config), Activation(config.activation)
-    ops: list = [_conv(config.stem_channels, 3, init, "stem", 0)]
+    init, act = config.plan_init(), Activation(config.activation)
+    ops: list = [square_conv(config.stem_channels, 3, init, "stem", 0)]
     index = 0
     for channels, stride in ((16 * config.widening, 1), (32 * config.widening, 2), (64 * config.widening, 2)):
         for j in range(config.blocks_per_group):
             s, name, key = (stride if j == 0 else 1), f"blocks.{index}", 1 + 3 * index
-            residual = (act, _conv(channels, 3, init, f"{name}.conv1", key, s), act,
-                        _conv(channels, 3, init, f"{name}.conv2", key + 1))  # fmt: skip
-            shortcut = (_conv(channels, 3, init, f"{name}.shortcut", key + 2, s),) if j == 0 else ()
+            residual = (act, square_conv(channels, 3, init, f"{name}.conv1", key, s), act,
+                        square_conv(channels, 3, init, f"{name}.conv2", key + 1))  # fmt: skip
+            shortcut = (square_conv(channels, 3, init, f"{name}.shortcut", key + 2, s),) if j == 0 else ()
             ops.append(Parallel((residual, shortcut)))
             index += 1
-    ops += [GlobalAvgPool(), Dense(out_dim, init, "readout", 1 + 3 * index)]
-    return Plan(tuple(ops), 2 + 3 * index)
-
-
-def _resnet18(config: ResNet18Model, out_dim: int) -> Plan:
-    """Keys as in `_wrn`: the stem, three per basic block, the readout."""
-    init, act, w = _init(config), Activation(config.activation), config.width
-
-    def bn(path: str) -> BatchNorm:
-        return BatchNorm(path, config.bn_momentum, config.bn_eps)
-
-    ops: list = [_conv(w, 3, init, "stem", 0), bn("stem_bn"), act]
-    index, in_channels = 0, w
-    for channels, stride in ((w, 1), (2 * w, 2), (4 * w, 2), (8 * w, 2)):
-        for j in range(2):
-            s, name, key = (stride if j == 0 else 1), f"blocks.{index}", 1 + 3 * index
-            main = (_conv(channels, 3, init, f"{name}.conv1", key, s), bn(f"{name}.bn1"), act,
-                    _conv(channels, 3, init, f"{name}.conv2", key + 1), bn(f"{name}.bn2"))  # fmt: skip
-            project = s != 1 or in_channels != channels
-            shortcut = (_conv(channels, 1, init, f"{name}.shortcut_conv", key + 2, s), bn(f"{name}.shortcut_bn"))
-            ops += [Parallel((main, shortcut if project else ())), act]
-            index, in_channels = index + 1, channels
     ops += [GlobalAvgPool(), Dense(out_dim, init, "readout", 1 + 3 * index)]
     return Plan(tuple(ops), 2 + 3 * index)
 
@@ -229,10 +188,17 @@ def _ops_of(specs: list, config: LayersModel, out_dim: int, counter, at: str) ->
 _PRESETS = {
     "mlp": _mlp,
     "cnn": _cnn,
-    "lenet5": _lenet5,
+    "lenet5": zoo.lenet5,
     "myrtle5": _myrtle5,
     "logistic": _logistic,
     "wrn": _wrn,
-    "resnet18": _resnet18,
+    "resnet18": zoo.resnet18,
+    "resnet": zoo.resnet,
+    "mobilenet": zoo.mobilenet,
+    "mobilenetv2": zoo.mobilenetv2,
+    "vgg": zoo.vgg,
+    "lenet": zoo.lenet,
+    "wrn_bn": zoo.wrn_bn,
+    "densenet": zoo.densenet,
     "layers": _layers,
 }
