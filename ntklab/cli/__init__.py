@@ -7,10 +7,12 @@ import signal
 # Imported in the order `ntklab --help` lists the commands; importing a module registers its commands.
 from ntklab.cli import runs, worker, jobs, results, watch, compare, reap, cleanup, export, database, data  # noqa: F401,I001
 from ntklab.cli.common import SIGNAL_EXIT, app, with_exit_codes
+from ntklab.cli.conversion import plain_values
 
 
 def main() -> None:
     try:
+        plain_values()
         with_exit_codes(app)(prog_name="ntklab")
     except KeyboardInterrupt:  # a Ctrl-C outside any command's own handling
         raise SystemExit(SIGNAL_EXIT["SIGINT"]) from None

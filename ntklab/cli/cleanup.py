@@ -38,7 +38,7 @@ def rm(
     needs as its upstream, and a running run, stay. Their files are freed by `ntklab gc`."""
     from ntklab.db.cleanup import apply_removal, plan_removal
     from ntklab.db.connection import reading, writing
-    from ntklab.db.models import RunStatus
+    from ntklab.db.tables import RunStatus
     from ntklab.reports.overview import ensure_experiment, resolve_run
     from ntklab.tabular import emit
 

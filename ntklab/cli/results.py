@@ -21,8 +21,8 @@ def status(
 ) -> None:
     """Counts of runs by status per experiment and group, and the progress of running runs."""
     from ntklab.db.connection import reading
-    from ntklab.db.models import RunStatus
-    from ntklab.db.queue import lost_runs
+    from ntklab.db.liveness import lost_runs
+    from ntklab.db.tables import RunStatus
     from ntklab.reports.overview import experiment_status
     from ntklab.headline import headline_text
     from ntklab.tabular import duration_text, emit

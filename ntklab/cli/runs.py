@@ -49,7 +49,7 @@ def run(
 
     Without an executor this process is the one worker; `--executor local --workers N` starts N
     worker processes here, `--executor slurm --workers N` submits a job array of N workers."""
-    from ntklab.db.models import RunStatus
+    from ntklab.db.tables import RunStatus
     from ntklab.runner.execute import ExecuteOptions
     from ntklab.runner.plan import plan_groups
     from ntklab.runner.progress import make_reporter

@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select, true, update
@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or
 from ntklab.db import tables
 from ntklab.db.connection import reading, writing
 from ntklab.db.dialect import insert_for
+from ntklab.db.liveness import lost_runs, utcnow
 from ntklab.db.models import Attempt, Param, RunStatus
 from ntklab.db.records import clear_results
 from ntklab.db.tables import attempts, experiments, memberships, runs, spec_versions, upstream_links
@@ -27,10 +28,6 @@ from ntklab.identity import HASH_VERSION
 CHUNK = 500
 CLAIMABLE = (RunStatus.pending, RunStatus.interrupted)
 OPEN = (*CLAIMABLE, RunStatus.running)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -189,23 +186,6 @@ def reset(conn: Connection, run_ids: Sequence[int], from_statuses: Sequence[RunS
     return done
 
 
-def lost_runs(conn: Connection, now: datetime | None = None, alive=None) -> list[tuple[int, str]]:
-    """(id, worker id) of the running runs whose worker is gone: its lease expired, or it ran on
-    this host and its process no longer exists. Only reads."""
-    now = now or utcnow()
-    host = socket.gethostname()
-    alive = alive or _process_alive
-    candidates = conn.execute(
-        select(runs.c.id, runs.c.worker_id, runs.c.host, runs.c.pid, runs.c.lease_expires_at)
-        .where(runs.c.status == RunStatus.running)
-    ).all()
-    return [
-        (r.id, r.worker_id) for r in candidates
-        if (r.lease_expires_at is not None and r.lease_expires_at < now)
-        or (r.host == host and r.pid is not None and not alive(r.pid))
-    ]
-
-
 def reap(engine: Engine, now: datetime | None = None, alive=None) -> int:
     """Mark the runs of `lost_runs` interrupted (they resume from their last checkpoint). Returns
     how many were marked."""
@@ -237,16 +217,6 @@ def interrupt_running(conn: Connection, scope: ColumnElement[bool], error_type: 
             status=RunStatus.interrupted, error_type=error_type, error_message=message, lease_expires_at=None))
         _end_attempt(conn, run_id, RunStatus.interrupted, now)
     return len(chosen)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _upstream_in(run_id, statuses):

@@ -9,7 +9,6 @@ to a SQLite file, an advisory lock on PostgreSQL) so processes started together 
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
@@ -48,6 +47,8 @@ def _migration_lock(engine: Engine):
         if not database or database == ":memory:":
             yield
             return
+        from filelock import FileLock  # only creation and migration lock; checking a revision does not
+
         with FileLock(f"{database}.migrate.lock"):
             yield
         return

@@ -28,10 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from ntklab.db.models import (
-    RunStatus,
-)
-from ntklab.db.tables import experiments, metrics, runs
+from ntklab.db.tables import RunStatus, experiments, metrics, runs
 from ntklab.errors import DatabaseError, UsageError
 from ntklab.reports.figures import FigureData, figure_data, resolve_figure
 from ntklab.reports.images import ImageFigureData

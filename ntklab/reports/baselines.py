@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from ntklab.db.models import RunStatus
+from ntklab.db.tables import RunStatus
 from ntklab.db.tables import runs
 from ntklab.reports.axes import GROUP
 from ntklab.reports.records import member_rows, params_signature, run_params

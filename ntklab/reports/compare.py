@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ntklab.db.models import RunStatus
+from ntklab.db.tables import RunStatus
 from ntklab.db.tables import experiments, memberships, runs
 from ntklab.reports.records import run_params, summary_rows
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Text, and_, cast, false, func, not_, or_, select, true
 
-from ntklab.db.models import RunStatus
+from ntklab.db.tables import RunStatus
 from ntklab.db.tables import experiments, memberships, params, runs, summaries
 from ntklab.errors import UsageError
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ntklab.db.models import RunStatus
+from ntklab.db.tables import RunStatus
 from ntklab.db.tables import experiments, memberships, runs
 from ntklab.errors import UsageError
 from ntklab.flatten import flatten

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from ntklab.db.models import RunStatus
+from ntklab.db.tables import RunStatus
 from ntklab.db.tables import experiments, memberships, metrics, runs
 from ntklab.headline import headline_names
 from ntklab.reports.overview import experiment_figure_metrics, latest_values, running_runs

@@ -10,9 +10,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ntklab.db import tables
-from ntklab.db.models import Artifact, Attempt, MetricSummary, RunStatus
-from ntklab.db.tables import attempts, experiments, memberships, runs, summaries
+from ntklab.db.liveness import utcnow
+from ntklab.db.tables import RunStatus, artifacts, attempts, experiments, memberships, runs, summaries
 from ntklab.errors import UsageError
 from ntklab.headline import best_direction, headline_names
 
@@ -54,8 +53,6 @@ def experiment_status(conn: Connection, experiment: str | None) -> list[GroupSta
 
 def running_runs(conn: Connection, experiment: str | None, now: datetime | None = None) -> list[dict[str, Any]]:
     """The running runs: step/total, the latest value of their headline metric and an ETA."""
-    from ntklab.db.queue import utcnow
-
     now = now or utcnow()
     latest_attempt = (select(attempts.c.run_id, func.max(attempts.c.attempt).label("attempt"))
                       .group_by(attempts.c.run_id).subquery())
@@ -199,20 +196,20 @@ def run_record(conn: Connection, run_id: int) -> dict[str, Any]:
         select(experiments.c.name, memberships.c.group_name).select_from(memberships.join(experiments))
         .where(memberships.c.run_id == run_id)
     ).all()
-    summaries = conn.execute(
-        select(tables.summaries).where(MetricSummary.run_id == run_id).order_by(MetricSummary.name)
+    found_summaries = conn.execute(
+        select(summaries).where(summaries.c.run_id == run_id).order_by(summaries.c.name)
     ).all()
-    artifacts = conn.execute(
-        select(tables.artifacts).where(Artifact.run_id == run_id).order_by(Artifact.name)
+    found_artifacts = conn.execute(
+        select(artifacts).where(artifacts.c.run_id == run_id).order_by(artifacts.c.name)
     ).all()
-    attempts = conn.execute(
-        select(tables.attempts).where(Attempt.run_id == run_id).order_by(Attempt.attempt)
+    found_attempts = conn.execute(
+        select(attempts).where(attempts.c.run_id == run_id).order_by(attempts.c.attempt)
     ).all()
     record = {k: (v.value if isinstance(v, RunStatus) else v) for k, v in row.items()}
     record["memberships"] = [{"experiment": e, "group": g} for e, g in groups]
-    record["metrics"] = [dict(s._mapping) for s in summaries]
-    record["artifacts"] = [dict(a._mapping) for a in artifacts]
+    record["metrics"] = [dict(s._mapping) for s in found_summaries]
+    record["artifacts"] = [dict(a._mapping) for a in found_artifacts]
     record["attempt_history"] = [
-        {k: (v.value if isinstance(v, RunStatus) else v) for k, v in a._mapping.items()} for a in attempts
+        {k: (v.value if isinstance(v, RunStatus) else v) for k, v in a._mapping.items()} for a in found_attempts
     ]
     return record

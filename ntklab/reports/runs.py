@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
 
-from ntklab.db.models import RunStatus
+from ntklab.db.tables import RunStatus
 from ntklab.db.tables import experiments, memberships, runs, summaries
 from ntklab.errors import UsageError
 from ntklab.reports.filters import (

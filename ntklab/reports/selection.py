@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ntklab.db.models import RunStatus
+from ntklab.db.tables import RunStatus
 from ntklab.db.tables import runs
 from ntklab.reports.axes import Axis, FigureAxes, FigureError
 from ntklab.reports.filters import RUN_COLUMNS, FilterError, compile_filter

@@ -13,9 +13,8 @@ from pathlib import Path
 from sqlalchemy import Engine, select, update
 
 from ntklab.db.connection import reading, writing
-from ntklab.db.models import RunStatus
-from ntklab.db.queue import in_experiments, interrupt_running, utcnow
-from ntklab.db.tables import experiments, jobs, runs
+from ntklab.db.liveness import utcnow
+from ntklab.db.tables import RunStatus, experiments, jobs, runs
 from ntklab.errors import UsageError
 
 EXECUTOR = "slurm"
@@ -87,6 +86,8 @@ def worker_job(worker_id: str | None) -> str | None:
 def cancel(engine: Engine, experiment: str) -> tuple[list[str], int]:
     """Cancel the experiment's queued and running jobs and mark its running runs interrupted.
     Returns the jobs cancelled and how many runs were interrupted."""
+    from ntklab.db.queue import in_experiments, interrupt_running  # the queue's writes; `status` lists jobs without them
+
     live = [j.job_id for j in experiment_jobs(engine, experiment) if j.state.upper() in LIVE_STATES]
     if live:
         done = subprocess.run(["scancel", *live], capture_output=True, text=True, timeout=60)
