@@ -232,6 +232,10 @@ class CosineSchedule(StrictModel):
 
     name: Literal["cosine"]
     final_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    per_epoch: bool = added_field(
+        False, "decay once per epoch, constant within one, over the run's epochs (PyTorch's CosineAnnealingLR "
+        "stepped each epoch with T_max the epochs, as ntkgen trains)",
+    )
 
 
 class WarmupCosineSchedule(StrictModel):

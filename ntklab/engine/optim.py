@@ -19,6 +19,10 @@ def make_schedule(train: TrainConfig, steps_per_epoch: int, total_steps: int) ->
         return optax.piecewise_constant_schedule(lr, scales)
     if schedule.name == "linear":
         return optax.linear_schedule(lr, 0.0, total_steps)
+    if schedule.name == "cosine" and schedule.per_epoch:
+        epochs = -(-total_steps // steps_per_epoch)
+        by_epoch = optax.cosine_decay_schedule(lr, epochs, alpha=schedule.final_fraction)
+        return lambda count: by_epoch(count // steps_per_epoch)
     if schedule.name == "cosine":
         return optax.cosine_decay_schedule(lr, total_steps, alpha=schedule.final_fraction)
     warmup_steps = round(schedule.warmup_epochs * steps_per_epoch)

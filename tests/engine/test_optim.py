@@ -48,6 +48,14 @@ def test_cosine():
     assert schedule_values(schedule, steps) == pytest.approx(expected, rel=1e-5)
 
 
+def test_cosine_per_epoch_is_pytorch_s_annealing_stepped_each_epoch():
+    """lr_e = lr (1 + cos(pi e / E)) / 2 for every step of epoch e (CosineAnnealingLR, T_max = E)."""
+    schedule = make_schedule(train_config(schedule={"name": "cosine", "per_epoch": True}), 10, 80)
+    steps = [0, 9, 10, 19, 45, 79]
+    expected = [0.4 * 0.5 * (1 + math.cos(math.pi * (s // 10) / 8)) for s in steps]
+    assert schedule_values(schedule, steps) == pytest.approx(expected, rel=1e-5)
+
+
 def test_warmup_cosine():
     config = train_config(
         schedule={
