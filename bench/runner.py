@@ -1,7 +1,7 @@
-"""Runner benchmarks: planning a 10,000-run sweep, planning 100,000 runs (the default --max-runs)
-with the CLI's time and peak memory, refusing a 1,000,000-run sweep, the runner's per-run
-bookkeeping with a no-op task, and `query` latency over 10,000 runs with 1,000 metric steps each,
-on SQLite.
+"""Runner benchmarks: planning a 10,000-run sweep (against validating every run config whole, the
+peer) and recording it, planning 100,000 runs (the default --max-runs) with the CLI's time and
+peak memory, refusing a 1,000,000-run sweep, the runner's per-run bookkeeping with a no-op task,
+and `query` latency over 10,000 runs with 1,000 metric steps each, on SQLite.
 
     python bench/runner.py [--runs 10000] [--limit-runs 100000] [--steps 1000] [--noop-runs 500] [--workdir DIR]
 
@@ -29,6 +29,7 @@ from ntklab.runner.worker import execute
 from ntklab.runner.plan import plan_groups
 from ntklab.runner.progress import PlainReporter
 from ntklab.spec.load import load_spec
+from ntklab.spec.validation import WholeValidation
 from ntklab.store import Home
 from ntklab.tasks import registry
 
@@ -72,14 +73,18 @@ def bench_plan(work: Path, runs: int) -> list[tuple]:
     engine = open_engine(f"sqlite:///{work / 'plan.db'}")
     ensure_schema(engine)
     seconds_load, plan = timed(lambda: load_spec(spec, tasks=registry))
+    seconds_whole, _ = timed(lambda: load_spec(spec, tasks=WholeValidation(registry)))
     seconds_fresh, _ = timed(lambda: plan_groups(engine, plan))
-    enqueue_plan(engine, plan, ExecuteOptions(), Home(work))
+    seconds_record, _ = timed(lambda: enqueue_plan(engine, plan, ExecuteOptions(), Home(work)))
     seconds_known, _ = timed(lambda: plan_groups(engine, load_spec(spec, tasks=registry)))
     cli = [sys.executable, "-m", "ntklab", "plan", str(spec), "--db", f"sqlite:///{work / 'plan.db'}"]
     seconds_cli, _ = timed(lambda: subprocess.run(cli, check=True, capture_output=True))
     return [
         (f"load + validate + hash {len(plan.runs)} runs", seconds_load, None),
+        ("the same, every run config validated whole (peer)", seconds_whole, None),
+        ("  ratio of the two (whole / shared blocks)", seconds_whole / seconds_load, None),
         (f"plan {len(plan.runs)} runs, empty database", seconds_load + seconds_fresh, 2.0),
+        (f"record {len(plan.runs)} runs (enqueue: runs, params, memberships)", seconds_record, None),
         (f"plan {len(plan.runs)} runs, all recorded", seconds_known, 2.0),
         (f"`ntklab plan` CLI, {len(plan.runs)} recorded runs", seconds_cli, 2.0),
     ]

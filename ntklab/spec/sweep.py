@@ -17,11 +17,14 @@ from ntklab.spec.yaml_source import Path, SourcedYaml
 SWEEP_PARTS = ("grid", "zip", "cases")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Assignment:
+    """Compared and hashed by identity: a sweep's value is one object however many points hold it
+    (spec.validation tells points apart by the assignments they hold)."""
+
     key: tuple[str, ...]
     value: Any
-    source: Path
+    source: Path | str  # a path in the spec, or the text of a command-line override
 
 
 Point = tuple[Assignment, ...]
@@ -67,9 +70,13 @@ def expand_sweep(sweep: Any, source: Path, doc: SourcedYaml) -> list[Point]:
     if problems:
         raise SpecError(problems)
     points = []
+    checked = set()  # the key paths of points found disjoint: the check depends on nothing else
     for combo in itertools.product(*parts):
-        point = tuple(a for part in combo for a in part)
-        check_disjoint(point, doc)
+        point = tuple(itertools.chain.from_iterable(combo))
+        keys = tuple(a.key for a in point)
+        if keys not in checked:
+            check_disjoint(point, doc)
+            checked.add(keys)
         points.append(point)
     return points
 

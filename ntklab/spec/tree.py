@@ -37,8 +37,7 @@ class ConfigTree:
                 child = parent[part] = dict(child)
             else:
                 child = parent[part] = {}
-                self._forget(key[: i + 1])
-                self.sources[key[: i + 1]] = source
+                self.sources[key[: i + 1]] = source  # nothing was set inside a value that is not a mapping
             parent = child
         leaf = key[-1]
         existing = parent.get(leaf)
@@ -47,7 +46,8 @@ class ConfigTree:
             for sub_key, sub_value in value.items():
                 self.assign(key + split_key(sub_key), sub_value, _child(source, sub_key))
             return
-        self._forget(key)
+        if isinstance(existing, dict):
+            self._forget(key)
         if isinstance(value, dict):
             parent[leaf] = {}
             self.sources[key] = source
@@ -68,6 +68,7 @@ class ConfigTree:
         return None
 
     def _forget(self, key: tuple[str, ...]) -> None:
+        """Drop the sources inside the mapping at `key` (only a mapping has any)."""
         n = len(key)
         for known in [k for k in self.sources if k[:n] == key]:
             del self.sources[known]

@@ -42,10 +42,16 @@ def task_names() -> list[str]:
     return list(_TASKS)
 
 
+def config_class(task: str) -> type[BaseModel] | None:
+    """The model a task's run config validates to, or None for an unknown task."""
+    entry = _TASKS.get(task)
+    return entry[0] if entry else None
+
+
 def task_fields(task: str) -> frozenset[str] | None:
     """The top-level keys a task's config accepts, or None for an unknown task."""
-    entry = _TASKS.get(task)
-    return frozenset(entry[0].model_fields) if entry else None
+    model = config_class(task)
+    return frozenset(model.model_fields) if model else None
 
 
 def run_function(task: str) -> Callable[[Any, RunContext], None]:
@@ -54,8 +60,8 @@ def run_function(task: str) -> Callable[[Any, RunContext], None]:
 
 def upstream_configs(config: BaseModel) -> dict[str, BaseModel]:
     """The named configs of the runs `config` needs first (the `upstream_runs` hook), if any."""
-    hook = getattr(config, "upstream_runs", None)
-    return dict(hook()) if hook is not None else {}
+    hook = getattr(type(config), "upstream_runs", None)  # on the class: a model's missing attribute costs ~5 us
+    return dict(hook(config)) if hook is not None else {}
 
 
 def input_problems(config: BaseModel) -> list[str]:

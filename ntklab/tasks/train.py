@@ -19,6 +19,8 @@ how far its test logits are from the network's at the same step (`fn_distance`, 
 `agreement`), read from the network's artifact `test_logits/step_{t}`.
 """
 
+import functools
+from collections.abc import Callable
 from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, model_validator
@@ -78,7 +80,8 @@ class TrainRunConfig(StrictModel):
 
     def upstream_runs(self) -> dict[str, BaseModel]:
         """The runs this one needs first: the run it expands around, and the network it compares to."""
-        needed: dict[str, BaseModel] = dict(getattr(self.data, "upstream_runs", dict)())
+        data_hook = _upstream_hook(type(self.data))
+        needed: dict[str, BaseModel] = dict(data_hook(self.data)) if data_hook is not None else {}
         if self.alignment is not None:
             needed.update(self.alignment.upstream_runs())
         if self.expansion_point is not None:
@@ -86,6 +89,13 @@ class TrainRunConfig(StrictModel):
         if self.train.expansion_order >= 1 and self.train.compare_to_full:
             needed["full"] = self.full_network()
         return needed
+
+
+@functools.cache
+def _upstream_hook(data_class: type) -> Callable | None:
+    """A data class's `upstream_runs`: looked up once per class, as a model's missing attribute costs
+    ~2 us to find missing and planning asks once a run."""
+    return getattr(data_class, "upstream_runs", None)
 
 
 def check_inputs(config: TrainRunConfig) -> list[str]:
