@@ -143,6 +143,9 @@ class KernelStore:
     def _marker(self, part: str, i: int, j: int) -> Path:
         return self.path / "done" / part / f"{i}.{j}"
 
+    def is_done(self, part: str, i: int, j: int) -> bool:
+        return self._marker(part, i, j).exists()
+
     def done(self, part: str) -> set[tuple[int, int]]:
         found = set()
         for entry in os.scandir(self.path / "done" / part):

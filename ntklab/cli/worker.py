@@ -51,9 +51,11 @@ def worker(
     Start as many as you like, on any machine that reaches the database: every run is executed by
     one worker at a time, and a dead worker's run is reclaimed by another when its lease expires."""
     from ntklab.runner.execute import ExecuteOptions
+    from ntklab.runner.local import apply_cpu_set
     from ntklab.runner.progress import make_reporter
     from ntklab.runner.worker import Scope, WorkerLimits, known_experiments, work
 
+    apply_cpu_set()
     limits = WorkerLimits(max_runs=max_runs, idle_exit=idle_exit, until=parse_until(until), wait_for_held=True)
     engine, store = open_home_engine(db, home, create=True)
     missing = sorted(set(experiments or ()) - set(known_experiments(engine)))

@@ -57,3 +57,7 @@ class Artifact(Base):
 
 class Job(Base):
     __table__ = tables.jobs
+
+
+class WorkItem(Base):
+    __table__ = tables.work_items

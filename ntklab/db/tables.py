@@ -199,3 +199,25 @@ jobs = Table(
     _required("submitted_at", TIME),
     Column("cancelled_at", TIME),
 )
+
+# A piece of one run that any worker can compute under a lease of its own: a block of a kernel
+# store, or the features of a batch that the blocks share (ntklab/tasks/kernel_items.py). The
+# run's own worker registers them and finishes the run once every item is done; `attempts`,
+# `worker_id` and `seconds` record who computed each and how often it was claimed.
+work_items = Table(
+    "work_items", metadata,
+    Column("id", Integer, primary_key=True),
+    _run_id(),
+    _required("name", String(64)),
+    _required("status", STATUS),
+    _required("attempts", Integer, default=0),
+    Column("worker_id", String(200)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("lease_expires_at", TIME),
+    Column("started_at", TIME),
+    Column("finished_at", TIME),
+    Column("seconds", Double),
+    UniqueConstraint("run_id", "name"),
+    Index("ix_work_items_run_status", "run_id", "status"),
+)

@@ -3,7 +3,8 @@
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from ntklab.db.connection import reading, writing
 from ntklab.db.models import Artifact
 from ntklab.db.queue import ClaimedRun, Worker, set_checkpoint_step, upstream_run, utcnow
 from ntklab.db.records import MetricPoint, finite_or_none, record_artifact, write_metrics
+from ntklab.db.work_items import register
 from ntklab.runner.checkpoint import read_checkpoint, save_checkpoint
+from ntklab.runner.item_claims import ItemClaims
 from ntklab.runner.runlog import RunLog
 from ntklab.store import Home, atomic_write, directory_manifest
 
@@ -55,9 +58,9 @@ class LiveRunContext:
     """Implements `ntklab.tasks.context.RunContext` against the database and the home directory."""
 
     def __init__(self, engine: Engine, home: Home, run: ClaimedRun, worker: Worker, stop: StopFlag,
-                 log: RunLog, on_progress: Callable[[int, int], None]):
+                 log: RunLog, on_progress: Callable[[int, int], None], lease: timedelta = timedelta(seconds=60)):
         self.run_key = run.key
-        self._engine, self._home, self._run, self._worker = engine, home, run, worker
+        self._engine, self._home, self._run, self._worker, self._lease = engine, home, run, worker, lease
         self._stop, self._log, self._on_progress = stop, log, on_progress
         self._pending: list[MetricPoint] = []
         self._last_flush = time.monotonic()
@@ -114,6 +117,11 @@ class LiveRunContext:
 
     def should_stop(self) -> bool:
         return self._stop.is_set() or self.lease_lost.is_set()
+
+    def work_items(self, names: Sequence[str], done: Collection[str] = ()) -> ItemClaims:
+        self._check_lease()
+        register(self._engine, self._run.id, names, done)
+        return ItemClaims(self._engine, self._run.id, self._worker, self._lease)
 
     def artifact_dir(self, name: str) -> Path:
         path = self._home.run_dir(self.run_key) / _safe(name)

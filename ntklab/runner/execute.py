@@ -114,7 +114,7 @@ def _execute_claimed(engine: Engine, home: Home, config: BaseModel, claimed: Cla
     log.write(f"attempt {claimed.attempt} by worker {worker.id}"
               + (f", resuming from the checkpoint at step {resumed_from}" if checkpoint else ", from scratch"))
     reporter.run_started(label, resumed_from)
-    ctx = LiveRunContext(engine, home, claimed, worker, stop, log, reporter.run_progress)
+    ctx = LiveRunContext(engine, home, claimed, worker, stop, log, reporter.run_progress, options.lease)
     status, note, error = RunStatus.done, "", (None, None, None)
     try:
         with Heartbeat(engine, claimed.id, worker, options.lease, ctx):

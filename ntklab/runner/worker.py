@@ -36,6 +36,7 @@ from ntklab.db.queue import (
 from ntklab.db.tables import experiments, runs
 from ntklab.runner.context import StopFlag
 from ntklab.runner.execute import ExecuteOptions, RunOutcome, RunSource, enqueue_plan, execute_one
+from ntklab.runner.helping import help_others
 from ntklab.runner.progress import Reporter
 from ntklab.runner.signals import stop_on_signals
 from ntklab.spec.load import ExperimentPlan
@@ -128,12 +129,15 @@ def work(engine: Engine, home: Home, scope: Scope, options: ExecuteOptions, repo
     """Claim and execute runs of `scope` until none is left to claim, a limit is reached or a signal
     (SIGINT, SIGTERM and `stop_signals`) asks to stop. Upstream runs finish before the runs that
     need them: a run waiting for an upstream run another worker holds is waited for, and a run
-    whose upstream run failed is marked failed."""
+    whose upstream run failed is marked failed. Before claiming a run, a worker helps with the work
+    items of runs other workers execute (the blocks of a kernel, ntklab/runner/helping.py): they
+    hold up the runs downstream of them, and the helper starts on them without a run of its own."""
     reap(engine)
     worker = Worker.current()
     stop = StopFlag()
     result = WorkResult()
     idle_since = time.monotonic()
+    refused: set[int] = set()
     reporter.start(len(scope.open_ids(engine, CLAIMABLE)))
     try:
         with stop_on_signals(stop, stop_signals):
@@ -141,8 +145,11 @@ def work(engine: Engine, home: Home, scope: Scope, options: ExecuteOptions, repo
                 result.limit = _limit_reached(limits, len(result.outcomes), time.monotonic() - idle_since)
                 if result.limit:
                     break
-                claimed = next((c for w in scope.windows(engine) if (c := claim_where(engine, w, worker, options.lease))),
-                               None)
+                windows = scope.windows(engine)
+                if any(help_others(engine, home, w, worker, stop, options.lease, refused) for w in windows):
+                    idle_since = time.monotonic()
+                    continue
+                claimed = next((c for w in windows if (c := claim_where(engine, w, worker, options.lease))), None)
                 if claimed is not None:
                     result.outcomes.append(execute_one(engine, home, scope.config(claimed), claimed, worker, stop,
                                                        options, scope.source(engine, claimed), reporter))

@@ -3,16 +3,19 @@
 A task module defines its config model and `run(config, ctx) -> None`. It logs metrics and
 artifacts through `ctx`, checkpoints through `ctx`, and never opens a database session or prints.
 
-Two optional hooks:
+Three optional hooks:
 - a config may define `upstream_runs(self) -> dict[str, BaseModel]`: named configs of other runs
   whose results it needs. The runner runs them first (or reuses them when done, by identity) and
   the task reads their artifacts with `ctx.upstream_artifact(name, artifact)`;
 - a task module may define `check_inputs(config) -> list[str]`: problems with inputs that exist
   outside the spec (missing or corrupt dataset files). The runner calls it for every planned run
-  before any run starts, and refuses the spec when a problem is reported.
+  before any run starts, and refuses the spec when a problem is reported;
+- a task module whose runs split into work items (`ctx.work_items`) defines
+  `help(config, ctx, items)`: what a worker that does not execute the run does to compute some
+  of its items (`items`: its claims on them).
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +52,12 @@ class RunContext(Protocol):
 
     def should_stop(self) -> bool:
         """True once the process was asked to stop (SIGINT/SIGTERM): checkpoint and raise RunInterrupted."""
+
+    def work_items(self, names: Sequence[str], done: Collection[str] = ()) -> Any:
+        """Split the run into items that any worker may compute (ntklab/runner/item_claims.py): the
+        names are recorded once, in order (`done`: complete already), and the returned claims
+        (a context manager) take them one at a time. Other workers compute items of the run
+        through the task module's `help(config, ctx, items)` hook."""
 
     def artifact_dir(self, name: str) -> Path:
         """A directory for a large artifact written piece by piece (an out-of-core kernel). It is

@@ -9,6 +9,10 @@ train run (`kernel.at`).
 With `points: train+test` the kernel's rows are the training set followed by the test set
 (K over all n_train + n_test points, no separate test block): the transductive setting of
 Ortiz-Jiménez et al. 2021, whose eigenfunctions label train and test points alike.
+
+With `parallel: {blocks: true}` (or at least 512 blocks) the blocks are work items that every
+worker helps to compute (ntklab/tasks/kernel_items.py; `help` is what a worker that does not
+execute the run does); the run's own worker records the kernel once the last block is done.
 """
 
 from typing import Literal
@@ -19,6 +23,7 @@ from ntklab.configbase import Seed, StrictModel, added_field, non_semantic
 from ntklab.data.config import DataConfig
 from ntklab.tasks.kernel_config import KernelConfig
 from ntklab.tasks.context import RunContext, RunInterrupted
+from ntklab.tasks.kernel_items import ParallelConfig
 from ntklab.tasks.train import TrainRunConfig
 
 StorageDtype = Literal["float16", "float32", "float64"]
@@ -50,6 +55,10 @@ class KernelRunConfig(StrictModel):
     )
     cache_mb: PositiveInt = non_semantic(
         2048, "memory for features (Jacobians) of training batches kept across block rows"
+    )
+    parallel: ParallelConfig = non_semantic(
+        ParallelConfig(), "how the blocks are computed: `blocks: true` splits them into work items that "
+        "every worker helps with (ntklab/tasks/kernel_items.py); the values are the same either way"
     )
 
     @model_validator(mode="after")
@@ -103,25 +112,60 @@ def kernel_setup_for(config: KernelRunConfig, dataset, params: bytes | None, bat
     )
 
 
-def run(config: KernelRunConfig, ctx: RunContext) -> None:
+def _precision(config: KernelRunConfig):
     import contextlib
-    import hashlib
-    import time
 
     import jax
-    import numpy as np
-
-    from ntklab.data.sources import load_dataset
-    from ntklab.engine.kernels import build_kernel
-    from ntklab.kernelstore import KernelStore, fill, stored_block_size
 
     precision = getattr(config.kernel, "dtype", "float32")
-    x64 = jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
+    return precision, (jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext())
+
+
+def _inputs(config: KernelRunConfig, ctx: RunContext, directory):
+    """(dataset, params, kernel points, block size, block function): what every worker filling
+    the store at `directory` builds alike."""
+    from ntklab.data.sources import load_dataset
+    from ntklab.engine.kernels import build_kernel
+    from ntklab.kernelstore import stored_block_size
+
+    dataset = load_dataset(config.data)
+    params = ctx.upstream_artifact("at", "params") if "at" in config.upstream_runs() else None
+    points = kernel_points(config, dataset)
+    block_size = stored_block_size(directory) or config.block_size  # a resumed store keeps its own
+    kernel = build_kernel(config.kernel, kernel_setup_for(config, dataset, params, block_size))
+    return dataset, params, points, block_size, kernel
+
+
+def help(config: KernelRunConfig, ctx: RunContext, items) -> None:
+    """Compute blocks of a kernel run that another worker executes (its store exists: the items
+    are registered after it is created)."""
+    from ntklab.kernelstore import KernelStore
+    from ntklab.tasks.kernel_items import FEATURES_DIR, fill_items, shares_features
+
+    _, x64 = _precision(config)
     with x64:
-        dataset = load_dataset(config.data)
-        params = ctx.upstream_artifact("at", "params") if "at" in config.upstream_runs() else None
         directory = ctx.artifact_dir("kernel")
-        x_rows, y_rows, x_test, y_test, _ = kernel_points(config, dataset)
+        _, _, (x_rows, _, x_test, _, _), _, kernel = _inputs(config, ctx, directory)
+        store = KernelStore.open(directory, mode="r+")
+        fill_items(store, kernel, x_rows, x_test, items, share=shares_features(config.parallel, kernel, store),
+                   features_dir=ctx.artifact_dir(FEATURES_DIR), cache_bytes=config.cache_mb << 20,
+                   should_stop=ctx.should_stop, wait=False)
+
+
+def run(config: KernelRunConfig, ctx: RunContext) -> None:
+    import hashlib
+    import shutil
+    import time
+
+    import numpy as np
+
+    from ntklab.kernelstore import KernelStore, fill
+    from ntklab.tasks.kernel_items import FEATURES_DIR, complete_items, fill_items, item_names, shares_features, splits
+
+    precision, x64 = _precision(config)
+    with x64:
+        directory = ctx.artifact_dir("kernel")
+        dataset, params, (x_rows, y_rows, x_test, y_test, _), block_size, kernel = _inputs(config, ctx, directory)
         metadata = {
             "kernel": config.kernel.model_dump(mode="json"),
             "seed": config.seed,
@@ -136,8 +180,6 @@ def run(config: KernelRunConfig, ctx: RunContext) -> None:
             "model_sha256": hashlib.sha256(params).hexdigest() if params is not None else None,
             "compute_dtype": precision,
         }
-        block_size = stored_block_size(directory) or config.block_size  # a resumed store keeps its own
-        kernel = build_kernel(config.kernel, kernel_setup_for(config, dataset, params, block_size))
         if hasattr(kernel, "parameters"):
             metadata["parameter_count"] = int(kernel.parameters)
             metadata["implementation"] = getattr(kernel, "chosen", None)
@@ -157,14 +199,28 @@ def run(config: KernelRunConfig, ctx: RunContext) -> None:
         total = len(store.blocks("train")) + len(store.blocks("test_train"))
         finished = [len(store.done("train")) + len(store.done("test_train"))]
         ctx.progress(finished[0], total)
-
-        def advanced(part: str, i: int, j: int) -> None:
-            finished[0] += 1
-            ctx.progress(finished[0], total)
-
+        workers = 1
         start = time.perf_counter()
-        report = fill(store, kernel, x_rows, x_test, cache_bytes=config.cache_mb << 20,
-                      should_stop=ctx.should_stop, on_block=advanced)
+        if splits(config.parallel, total):
+            share = shares_features(config.parallel, kernel, store)
+            features_dir = ctx.artifact_dir(FEATURES_DIR)
+            names = item_names(store, share)
+            with ctx.work_items(names, complete_items(store, names, features_dir)) as items:
+                report = fill_items(store, kernel, x_rows, x_test, items, share=share, features_dir=features_dir,
+                                    cache_bytes=config.cache_mb << 20, should_stop=ctx.should_stop, wait=True,
+                                    on_item=ctx.progress)
+                workers = items.workers()
+            finished[0] = len(store.done("train")) + len(store.done("test_train"))
+            if not report.stopped:
+                shutil.rmtree(features_dir, ignore_errors=True)
+        else:
+
+            def advanced(part: str, i: int, j: int) -> None:
+                finished[0] += 1
+                ctx.progress(finished[0], total)
+
+            report = fill(store, kernel, x_rows, x_test, cache_bytes=config.cache_mb << 20,
+                          should_stop=ctx.should_stop, on_block=advanced)
         seconds = time.perf_counter() - start
         if report.stopped:
             ctx.save_checkpoint(finished[0], b"")  # the blocks on disk are the real checkpoint
@@ -180,6 +236,7 @@ def run(config: KernelRunConfig, ctx: RunContext) -> None:
             "seconds_blocks": report.seconds_blocks,
             "seconds_writing": report.seconds_writing,
             "kernel_mb": store.nbytes() / 2**20,
+            "workers": float(workers),
         }
         if config.psd_check:
             rows = store.n_train * store.outputs

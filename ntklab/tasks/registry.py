@@ -58,6 +58,11 @@ def run_function(task: str) -> Callable[[Any, RunContext], None]:
     return _TASKS[task][1].run
 
 
+def help_function(task: str) -> Callable[[Any, RunContext, Any], None]:
+    """The task's `help` hook: compute work items of a run another worker executes."""
+    return _TASKS[task][1].help
+
+
 def upstream_configs(config: BaseModel) -> dict[str, BaseModel]:
     """The named configs of the runs `config` needs first (the `upstream_runs` hook), if any."""
     hook = getattr(type(config), "upstream_runs", None)  # on the class: a model's missing attribute costs ~5 us
