@@ -44,21 +44,51 @@ def register(engine: Engine, run_id: int, names: Sequence[str], done: Collection
             )
 
 
+def _claimable(run_scope: ColumnElement[bool], now) -> ColumnElement[bool]:
+    running = select(runs.c.id).where(run_scope, runs.c.status == RunStatus.running)
+    return and_(work_items.c.run_id.in_(running),
+                or_(work_items.c.status == RunStatus.pending,
+                    and_(work_items.c.status == RunStatus.running, work_items.c.lease_expires_at < now)))
+
+
+def claimable_run(engine: Engine, run_scope: ColumnElement[bool]) -> int | None:
+    """The running run of `run_scope` that registered first among those with a claimable item.
+    Only reads: a helper builds what the items need before it claims one."""
+    with reading(engine) as conn:
+        return conn.execute(select(work_items.c.run_id).where(_claimable(run_scope, utcnow()))
+                            .order_by(work_items.c.id).limit(1)).scalar()
+
+
+def unsplit_runs(engine: Engine, run_scope: ColumnElement[bool], tasks: Collection[str]) -> list[tuple[int, str, dict]]:
+    """(id, task, config) of the running runs of `run_scope` and `tasks` with no items yet, whose
+    worker may be about to split them."""
+    registered = select(work_items.c.run_id).where(work_items.c.run_id == runs.c.id).exists()
+    with reading(engine) as conn:
+        return [tuple(r) for r in conn.execute(
+            select(runs.c.id, runs.c.task, runs.c.config).where(run_scope, runs.c.status == RunStatus.running,
+                                                                 runs.c.task.in_(tasks), ~registered)
+            .order_by(runs.c.id))]
+
+
+def is_live(engine: Engine, run_id: int) -> bool:
+    """Whether the run is running under a lease that has not expired."""
+    with reading(engine) as conn:
+        return conn.execute(select(runs.c.id).where(runs.c.id == run_id, runs.c.status == RunStatus.running,
+                                                    runs.c.lease_expires_at >= utcnow())).first() is not None
+
+
 def claim(engine: Engine, run_scope: ColumnElement[bool], worker: Worker, lease: timedelta,
           names: Sequence[str] | None = None) -> ClaimedItem | None:
     """Atomically take the first claimable item of a running run that `run_scope` (a condition on
     `runs`) selects, among `names` when given; None when there is none."""
-    now = utcnow()
-    running = select(runs.c.id).where(run_scope, runs.c.status == RunStatus.running)
-    claimable = or_(work_items.c.status == RunStatus.pending,
-                    and_(work_items.c.status == RunStatus.running, work_items.c.lease_expires_at < now))
-    chosen = select(work_items.c.id).where(work_items.c.run_id.in_(running), claimable)
+    chosen = select(work_items.c.id).where(_claimable(run_scope, utcnow()))
     if names is not None:
         chosen = chosen.where(work_items.c.name.in_(names))
     with writing(engine) as conn:
         row = conn.execute(chosen.order_by(work_items.c.id).limit(1).with_for_update(skip_locked=True)).first()
         if row is None:
             return None
+        now = utcnow()
         item = conn.execute(
             update(work_items).where(work_items.c.id == row.id).values(
                 status=RunStatus.running, attempts=work_items.c.attempts + 1, worker_id=worker.id,

@@ -7,6 +7,7 @@ dies holds them until their lease expires.
 """
 
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -24,10 +25,8 @@ class ItemClaims:
     """Claim, finish and count the items of one run; a context manager that renews the leases of
     the items held while it is open and gives them back when it closes."""
 
-    def __init__(self, engine: Engine, run_id: int, worker: Worker, lease: timedelta,
-                 first: ClaimedItem | None = None):
+    def __init__(self, engine: Engine, run_id: int, worker: Worker, lease: timedelta):
         self._engine, self.run_id, self._worker, self._lease = engine, run_id, worker, lease
-        self._first = first
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="ntklab-item-heartbeat", daemon=True)
 
@@ -49,9 +48,6 @@ class ItemClaims:
 
     def claim(self, names: Sequence[str] | None = None) -> ClaimedItem | None:
         """The next claimable item of the run (among `names` when given), or None."""
-        if self._first is not None and names is None:
-            first, self._first = self._first, None
-            return first
         return work_items.claim(self._engine, runs.c.id == self.run_id, self._worker, self._lease, names)
 
     def finish(self, item: ClaimedItem, seconds: float) -> bool:
@@ -59,6 +55,15 @@ class ItemClaims:
 
     def done(self, names: Sequence[str]) -> set[str]:
         return work_items.done_names(self._engine, self.run_id, names)
+
+    def wait_registered(self, should_stop, poll_seconds: float = 0.25) -> bool:
+        """Wait until the run's own worker has registered its items: False when it stopped or
+        died first, or `should_stop()`."""
+        while not self.progress()[1]:
+            if should_stop() or not work_items.is_live(self._engine, self.run_id):
+                return False
+            time.sleep(poll_seconds)
+        return True
 
     def progress(self) -> tuple[int, int]:
         """(items done, items) of the run."""

@@ -137,7 +137,8 @@ def work(engine: Engine, home: Home, scope: Scope, options: ExecuteOptions, repo
     stop = StopFlag()
     result = WorkResult()
     idle_since = time.monotonic()
-    refused: set[int] = set()
+    refused: set[int] = set()  # runs whose items this worker failed to compute
+    started: set[int] = set()  # runs this worker helped from their start
     reporter.start(len(scope.open_ids(engine, CLAIMABLE)))
     try:
         with stop_on_signals(stop, stop_signals):
@@ -146,7 +147,7 @@ def work(engine: Engine, home: Home, scope: Scope, options: ExecuteOptions, repo
                 if result.limit:
                     break
                 windows = scope.windows(engine)
-                if any(help_others(engine, home, w, worker, stop, options.lease, refused) for w in windows):
+                if any(help_others(engine, home, w, worker, stop, options.lease, refused, started) for w in windows):
                     idle_since = time.monotonic()
                     continue
                 claimed = next((c for w in windows if (c := claim_where(engine, w, worker, options.lease))), None)

@@ -3,7 +3,7 @@
 A task module defines its config model and `run(config, ctx) -> None`. It logs metrics and
 artifacts through `ctx`, checkpoints through `ctx`, and never opens a database session or prints.
 
-Three optional hooks:
+Optional hooks:
 - a config may define `upstream_runs(self) -> dict[str, BaseModel]`: named configs of other runs
   whose results it needs. The runner runs them first (or reuses them when done, by identity) and
   the task reads their artifacts with `ctx.upstream_artifact(name, artifact)`;
@@ -12,7 +12,8 @@ Three optional hooks:
   before any run starts, and refuses the spec when a problem is reported;
 - a task module whose runs split into work items (`ctx.work_items`) defines
   `help(config, ctx, items)`: what a worker that does not execute the run does to compute some
-  of its items (`items`: its claims on them).
+  of its items (`items`: its claims on them), and `splits(config) -> bool`: whether a run splits
+  whatever its size, so that helpers start building as soon as it starts.
 """
 
 from collections.abc import Callable, Collection, Mapping, Sequence

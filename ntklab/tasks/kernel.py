@@ -136,17 +136,27 @@ def _inputs(config: KernelRunConfig, ctx: RunContext, directory):
     return dataset, params, points, block_size, kernel
 
 
+def splits(config: KernelRunConfig) -> bool:
+    """Whether the run splits into work items whatever its size (`parallel: {blocks: true}`)."""
+    return config.parallel.blocks is True
+
+
 def help(config: KernelRunConfig, ctx: RunContext, items) -> None:
-    """Compute blocks of a kernel run that another worker executes (its store exists: the items
-    are registered after it is created)."""
+    """Compute blocks of a kernel run that another worker executes: build the block function (as
+    that worker does at the same time), wait for the items (registered once the store exists),
+    then claim them."""
     from ntklab.kernelstore import KernelStore
     from ntklab.tasks.kernel_items import FEATURES_DIR, fill_items, shares_features
 
     _, x64 = _precision(config)
     with x64:
         directory = ctx.artifact_dir("kernel")
-        _, _, (x_rows, _, x_test, _, _), _, kernel = _inputs(config, ctx, directory)
+        _, _, (x_rows, _, x_test, _, _), block_size, kernel = _inputs(config, ctx, directory)
+        if not items.wait_registered(ctx.should_stop):
+            return
         store = KernelStore.open(directory, mode="r+")
+        if store.block_size != block_size:  # a resumed store keeps the block size it was created with
+            kernel = _inputs(config, ctx, directory)[4]
         fill_items(store, kernel, x_rows, x_test, items, share=shares_features(config.parallel, kernel, store),
                    features_dir=ctx.artifact_dir(FEATURES_DIR), cache_bytes=config.cache_mb << 20,
                    should_stop=ctx.should_stop, wait=False)

@@ -63,6 +63,16 @@ def help_function(task: str) -> Callable[[Any, RunContext, Any], None]:
     return _TASKS[task][1].help
 
 
+def split_function(task: str) -> Callable[[Any], bool]:
+    """The task's `splits` hook: whether a run of this config splits into work items for sure."""
+    return _TASKS[task][1].splits
+
+
+def helping_tasks() -> list[str]:
+    """The tasks whose runs can split into work items (their modules define `help` and `splits`)."""
+    return [name for name, (_, module) in _TASKS.items() if hasattr(module, "help")]
+
+
 def upstream_configs(config: BaseModel) -> dict[str, BaseModel]:
     """The named configs of the runs `config` needs first (the `upstream_runs` hook), if any."""
     hook = getattr(type(config), "upstream_runs", None)  # on the class: a model's missing attribute costs ~5 us

@@ -1,0 +1,108 @@
+"""Block-parallel kernel: one LeNet-5 empirical NTK filled by 1 and by 2 local workers, same invocation.
+
+The kernel: LeNet-5 at initialization, N = 2,000 synthetic CIFAR-shaped inputs (32x32x3), the
+full 10x10 output blocks (a 20,000 x 20,000 matrix, 0.8 GB of float32 upper triangle), blocks of
+128 examples (136 blocks of K(train, train)), `parallel: {blocks: true}`, `implementation: auto`
+(structured: the features of a batch cost about 5 blocks). Each configuration runs in a fresh home with its own SQLite
+database, through the real CLI, one after the other:
+
+  1 worker           ntklab run --executor local --workers 1 (every CPU)
+  2 workers          ntklab run --executor local --workers 2 (each worker on its own share of the
+                     CPUs, NTKLAB_CPUS: what the executor does)
+  2 workers, shared  ntklab run and one ntklab worker started beside it, both on every CPU
+                     (XLA sizes its thread pool from the CPUs it sees: 2 threads each on 2 cores)
+
+`kernel s` is the kernel run's own time in the database (claimed to done: the first worker's
+start, dataset and compilation included), `command s` the whole command. The speedup is the
+1-worker kernel time over each row's. The stores are compared with the 1-worker store.
+
+    python bench/kernel_blocks.py [--n 2000] [--configs 1,2,2shared]
+"""
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPEC = """\
+name: lenet_blocks
+groups:
+  kernel:
+    task: kernel
+    seed: 0
+    data: {{dataset: synthetic, n_train: {n}, n_test: 16, dim: 3072, image_shape: [32, 32, 3], num_classes: 10}}
+    kernel: {{kind: empirical, model: {{arch: lenet5}}}}
+    test: false
+    block_size: 128
+    parallel: {{blocks: true}}
+"""
+LABELS = {"1": "1 worker", "2": "2 workers", "2shared": "2 workers, shared CPUs"}
+
+
+def run_config(config: str, n: int, root: Path) -> dict:
+    home = root / config
+    home.mkdir()
+    (home / "spec.yaml").write_text(SPEC.format(n=n))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_")}
+    env.update(NTKLAB_HOME=str(home), JAX_PLATFORMS="cpu")
+    cli = [sys.executable, "-m", "ntklab"]
+    start = time.perf_counter()
+    if config == "2shared":
+        owner = subprocess.Popen([*cli, "run", "spec.yaml"], cwd=home, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        while not (home / "ntklab.db").exists():
+            time.sleep(0.1)
+        helper = subprocess.run([*cli, "worker", "lenet_blocks"], cwd=home, env=env, capture_output=True, text=True)
+        _, err = owner.communicate()
+        codes = (owner.returncode, helper.returncode)
+    else:
+        done = subprocess.run([*cli, "run", "spec.yaml", "--executor", "local", "--workers", config], cwd=home,
+                              env=env, capture_output=True, text=True)
+        err, codes = done.stderr, (done.returncode,)
+    seconds = time.perf_counter() - start
+    if any(codes):
+        raise SystemExit(f"{LABELS[config]}: exit {codes}\n{err}")
+    import sqlite3
+
+    with sqlite3.connect(home / "ntklab.db") as db:
+        started, finished = db.execute("select started_at, finished_at from runs where task = 'kernel'").fetchone()
+        per_worker = [c for (c,) in db.execute("select count(*) from work_items where attempts > 0 "
+                                               "group by worker_id order by count(*) desc")]
+    from datetime import datetime
+
+    kernel_seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    (store_dir,) = (home / "runs").glob("*/kernel")
+    digests = {str(p.relative_to(store_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in store_dir.rglob("*") if p.is_file()}
+    shutil.rmtree(home)
+    return {"config": config, "command_s": seconds, "kernel_s": kernel_seconds, "items": per_worker,
+            "digests": digests}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--configs", default="1,2,2shared")
+    args = parser.parse_args()
+    configs = args.configs.split(",")
+    with tempfile.TemporaryDirectory(prefix="ntklab-bench-blocks-") as tmp:
+        rows = [run_config(c, args.n, Path(tmp)) for c in configs]
+    base = rows[0]
+    print(f"LeNet-5 empirical NTK, N = {args.n}, full output blocks, blocks of 128; {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
+    print(f"{'configuration':<24} {'kernel s':>9} {'command s':>10} {'speedup':>8}  {'items per worker':<18} "
+          f"{'store vs first'}")
+    for row in rows:
+        differing = sum(row["digests"].get(name) != digest for name, digest in base["digests"].items())
+        print(f"{LABELS[row['config']]:<24} {row['kernel_s']:>9.1f} {row['command_s']:>10.1f} "
+              f"{base['kernel_s'] / row['kernel_s']:>7.2f}x  {str(row['items']):<18} "
+              f"{'identical' if not differing else f'{differing} files differ'}")
+
+
+if __name__ == "__main__":
+    main()
