@@ -17,9 +17,8 @@ from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
 
 from ntklab.db.connection import reading, writing
 from ntklab.db.dialect import insert_for
-from ntklab.db.models import RunStatus
 from ntklab.db.queue import CHUNK, Worker, utcnow
-from ntklab.db.tables import runs, work_items
+from ntklab.db.tables import RunStatus, runs, work_items
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ntklab.db import work_items
-from ntklab.db.models import RunStatus
 from ntklab.db.queue import Worker
-from ntklab.db.tables import runs
+from ntklab.db.tables import RunStatus, runs
 from ntklab.db.work_items import ClaimedItem
 
 
