@@ -11,12 +11,7 @@ from fakectx import fast_compile
 
 
 from ntklab.engine.config import CNNModel, LeNet5Model, MLPModel, parse_model_config
-from ntklab.engine.entk import (
-    EmpiricalNTK,
-    cast_floats,
-    choose_implementation,
-    reference_ntk,
-)
+from ntklab.engine.entk import EmpiricalNTK, cast_floats, plan_blocks, reference_ntk
 from ntklab.engine.models import build_model, named_parameters
 
 
@@ -31,7 +26,7 @@ SMALL_RESNET = parse_model_config({"arch": "layers", "layers": [
         [dict(CONV, out=6, kernel_size=1, strides=2), {"op": "batch_norm"}]]},
     {"op": "act"}, {"op": "global_avg_pool"}, {"op": "dense"},
 ]})  # fmt: skip
-# a depthwise and a grouped convolution (Jacobian fallback in `structured`), max pooling, a concatenation
+# a depthwise and a grouped convolution, max pooling, a concatenation
 GROUPED = parse_model_config({"arch": "layers", "b_std": 0.1, "parameterization": "ntk", "layers": [
     dict(CONV, out=4), {"op": "act"}, dict(CONV, out=4, groups=4, strides=[2, 1]), {"op": "max_pool", "window": 2},
     {"op": "concat", "branches": [[dict(CONV, out=4, groups=2)], [{"op": "act", "name": "gelu"}]]},
@@ -90,15 +85,16 @@ def test_every_implementation_matches_brute_force_jacobians(name, dtype):
     assert all(p.dtype == jnp.float32 for p in named_parameters(model).values())
 
 
-def test_structured_uses_layer_rules_and_falls_back_for_batchnorm():
+def test_structured_uses_layer_rules_for_batchnorm_too():
     model, shape = network("resnet_bn")
     kernel = EmpiricalNTK(model, shape, "structured", batch_size=4)
     structure = kernel._impl.structure
-    assert {layer.rule for layer in structure.layers} >= {"explicit", "dense"}
-    # BatchNorm scales and offsets are parameters (Jacobian fallback); running statistics are not
+    assert {layer.rule for layer in structure.layers} >= {"explicit", "dense", "affine"}
+    # BatchNorm scales and offsets are parameters (the affine rule); running statistics are not
     bn_parameters = sum(p.size for n, p in named_parameters(model).items() if n.endswith(("scale", "offset")))
     assert bn_parameters == 2 * (4 + 6 + 6 + 6)
-    assert structure.rest_count == bn_parameters > 0
+    assert sum(layer.parameters for layer in structure.layers if layer.rule == "affine") == bn_parameters
+    assert structure.rest_count == 0
     assert kernel.parameters == sum(p.size for p in named_parameters(model).values())
 
 
@@ -116,7 +112,8 @@ def test_auto_picks_structured_for_dense_networks_and_reports_its_choice():
     model, shape = network("mlp")
     kernel = EmpiricalNTK(model, shape, "auto", batch_size=8)
     assert kernel.chosen == "structured"
-    assert choose_implementation(kernel._structure, 3, 8, False, 1 << 40) == "structured"
+    plans = plan_blocks(kernel._structure, 3, 8, False, 1 << 40, 4, shape)
+    assert min(plans, key=lambda impl: plans[impl].flops) == "structured"
 
 
 def test_auto_builds_exactly_the_implementation_it_chooses():
@@ -140,12 +137,12 @@ def test_float64_without_x64_raises():
         EmpiricalNTK(model, shape, "structured", dtype="float16")
 
 
-def test_grouped_convolutions_fall_back_to_their_jacobian():
+def test_grouped_convolutions_have_their_rule():
     model, shape = network("grouped_maxpool_concat")
     structure = EmpiricalNTK(model, shape, "structured", batch_size=4)._impl.structure
-    grouped = sum(p.size for n, p in named_parameters(model).items() if n.startswith(("layers.1.", "layers.2.")))
-    assert structure.rest_count == grouped > 0
-    assert [layer.kind for layer in structure.layers] == ["conv", "dense"]
+    assert structure.rest_count == 0
+    assert [(layer.kind, layer.groups) for layer in structure.layers] == [("conv", 1), ("conv", 4), ("conv", 2),
+                                                                          ("dense", 1)]
 
 
 def test_scale_and_padding():
