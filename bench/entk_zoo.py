@@ -5,9 +5,9 @@ Workloads (10 outputs, full 10x10 blocks, the whole n x n kernel of n CIFAR-shap
   mobilenetv2  MobileNet v2, CIFAR strides (inverted residuals, depthwise 3x3, 1x1 expansions)
   vgg11        VGG-11 (conv-BN-ReLU with biases, max pools, 512 -> 10)
 
-The networks are written here as ntklab layer lists with the seed's layers and parameter counts
-(ResNet-18 at width 64: 11.2M; MobileNet v2: 2.3M; VGG-11: 9.2M), standard parameterization,
-He-scaled weights, BatchNorm in evaluation mode with non-trivial running statistics. Sides:
+The networks are the zoo's (engine/zoo.py; ResNet-18 at width 64: 11.2M parameters, MobileNet v2:
+2.3M, VGG-11: 9.2M, the seed's), standard parameterization, He-scaled weights, biases only in
+VGG (b_std 0.1), BatchNorm in evaluation mode with non-trivial running statistics. Sides:
 
   ntklab <impl>   EmpiricalNTK (auto and the implementations it chooses between), timed in turn
   torch seed      ntkgen's own method (bench/peers/torch_zoo.py): vmap(jacrev) per parameter
@@ -38,49 +38,6 @@ from timing import timed_in_turn
 
 BENCH = Path(__file__).resolve().parent
 TARGETS = [("torch seed", 10.0), ("torch cached", 2.0)]
-SEED_PARAMETERS = {"resnet18": 11.2e6, "mobilenetv2": 2.3e6, "vgg11": 9.2e6}
-
-
-def conv(out, k=3, s=1, groups=1, bias=False):
-    return {"op": "conv", "out": out, "kernel_size": k, "strides": s, "padding": "SAME", "groups": groups,
-            **({} if bias else {"b_std": None})}  # fmt: skip
-
-
-BN, RELU = {"op": "batch_norm"}, {"op": "act"}
-READOUT = {"op": "dense", "b_std": 0.1}
-
-
-def resnet18(width: int) -> list:
-    layers, cin = [conv(width), BN, RELU], width
-    for channels, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
-        for s in (stride, 1):
-            main = [conv(channels, 3, s), BN, RELU, conv(channels), BN]
-            shortcut = [conv(channels, 1, s), BN] if s != 1 or cin != channels else []
-            layers += [{"op": "sum", "branches": [main, shortcut]}, RELU]
-            cin = channels
-    return [*layers, {"op": "global_avg_pool"}, READOUT]
-
-
-def mobilenetv2() -> list:
-    layers, cin = [conv(32), BN, RELU], 32
-    for expansion, out, blocks, stride in ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
-                                           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):  # fmt: skip
-        for s in [stride] + [1] * (blocks - 1):
-            hidden = expansion * cin
-            main = [conv(hidden, 1), BN, RELU, conv(hidden, 3, s, groups=hidden), BN, RELU, conv(out, 1), BN]
-            if s == 1:  # the CIFAR MobileNet v2 adds a shortcut to every stride-1 block
-                layers.append({"op": "sum", "branches": [main, [conv(out, 1), BN] if cin != out else []]})
-            else:
-                layers += main
-            cin = out
-    return [*layers, conv(1280, 1), BN, RELU, {"op": "global_avg_pool"}, READOUT]
-
-
-def vgg11() -> list:
-    layers = []
-    for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
-        layers += [{"op": "max_pool"}] if v == "M" else [conv(v, bias=True), BN, RELU]
-    return [*layers, {"op": "flatten"}, READOUT]
 
 
 def build(name: str, width: int):
@@ -91,14 +48,14 @@ def build(name: str, width: int):
     from ntklab.engine.models import build_model
     from ntklab.engine.presets import plan_of
 
-    layers = {"resnet18": lambda: resnet18(width), "mobilenetv2": mobilenetv2, "vgg11": vgg11}[name]()
-    config = parse_model_config({"arch": "layers", "parameterization": "standard", "w_std": 2**0.5, "b_std": 0.1,
-                                 "layers": layers})  # fmt: skip
+    arch = {"resnet18": {"arch": "resnet", "depth": 18, "width": width}, "mobilenetv2": {"arch": "mobilenetv2"},
+            "vgg11": {"arch": "vgg", "depth": 11, "b_std": 0.1}}[name]  # the seed's VGG convolutions have biases
+    config = parse_model_config({**arch, "parameterization": "standard", "w_std": 2**0.5})
     model = build_model(config, (32, 32, 3), 10, jax.random.PRNGKey(0))
     rng = np.random.default_rng(1)
     # BatchNorm statistics and affine parameters away from their initial values
     model = jax.tree_util.tree_map(
-        lambda a: a + 0.2 * jnp.abs(jnp.asarray(rng.standard_normal(a.shape), a.dtype))
+        lambda a: jnp.asarray(np.asarray(a) + 0.2 * np.abs(rng.standard_normal(a.shape, np.float32)))
         if isinstance(a, jax.Array) and a.ndim == 1 and a.dtype == jnp.float32 else a, model)
     return model, plan_of(config, 10)
 
