@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from ntklab.db.connection import open_engine, writing
 from ntklab.db.models import RunStatus
-from ntklab.db.queue import PlanRow, Worker, claim_where, enqueue, finish, heartbeat, in_experiments, sync_experiment
+from ntklab.db.queue import PlanRow, Worker, claim_where, claimable_in_experiments, enqueue, finish, heartbeat, sync_experiment
 from ntklab.db.schema import ensure_schema
 
 LEASE = timedelta(seconds=60)
@@ -45,8 +45,10 @@ def fill(url: str, runs: int) -> None:
 def claimer(url: str, start, results) -> None:
     engine = open_engine(url)  # this process's own: a forked child never reuses its parent's connections
     worker = Worker.current()
-    scope = in_experiments([EXPERIMENT])
+    scope = claimable_in_experiments([EXPERIMENT])
     claimed = []
+    with engine.connect():
+        pass  # connected before the clock starts
     start.wait()
     while (run := claim_where(engine, scope, worker, LEASE)) is not None:
         heartbeat(engine, run.id, worker, LEASE, (1, 1))

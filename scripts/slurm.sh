@@ -47,7 +47,10 @@ SlurmUser=root
 SlurmctldPort=${ports[0]}
 SlurmdPort=${ports[1]}
 AuthType=auth/munge
-AuthInfo=socket=$dir/munge/munge.socket.2
+# cred_expire: a requeued job may start again only after its old credential expired (Slurm sets
+# its begin time that far ahead; the default is 120 s). Schedule every 5 s rather than every 30-60.
+AuthInfo=socket=$dir/munge/munge.socket.2,cred_expire=10
+SchedulerParameters=bf_interval=5,sched_interval=5
 CredType=cred/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool

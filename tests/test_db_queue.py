@@ -11,7 +11,19 @@ from sqlalchemy import func, select, update
 
 from ntklab.db.connection import open_engine, reading, writing
 from ntklab.db.models import Attempt, Metric, MetricSummary, Param, Run, RunStatus
-from ntklab.db.queue import PlanRow, Worker, claim, enqueue, finish, heartbeat, reap, reset, sync_experiment
+from ntklab.db.queue import (
+    PlanRow,
+    Worker,
+    claim,
+    claim_where,
+    claimable_in_experiments,
+    enqueue,
+    finish,
+    heartbeat,
+    reap,
+    reset,
+    sync_experiment,
+)
 from ntklab.db.records import MetricPoint, truncate_after, write_metrics
 from ntklab.db.schema import ensure_schema
 
@@ -88,6 +100,43 @@ def test_expired_lease_is_claimable_and_the_old_worker_loses_the_run(engine):
     with writing(engine) as conn:
         assert not finish(conn, run_id, first, RunStatus.done)
         assert finish(conn, run_id, second, RunStatus.done)
+
+
+def test_a_claim_in_experiments_takes_their_runs_in_order_each_after_its_upstream(engine):
+    other = make_runs(engine, 2, experiment="other")
+    rows = [PlanRow("a" * 64, "g", "probe", {"seed": 0}), PlanRow("b" * 64, "g", "probe", {"seed": 1}),
+            PlanRow("c" * 64, "g", "probe", {"seed": 2}, upstream=(("kernel", "a" * 64),)),
+            PlanRow("d" * 64, "g", "probe", {"seed": 3})]
+    with writing(engine) as conn:
+        ids = enqueue(conn, sync_experiment(conn, "mine", "", "spec", "1" * 64, "spec.yaml"), rows)
+    worker, scope = Worker("w:1:x", "elsewhere", 1), claimable_in_experiments(["mine"])
+    order = []
+    while (run := claim_where(engine, scope, worker, LEASE)) is not None:
+        order.append(run.key[0])
+        if run.key[0] == "a":  # "c" waits for "a", which is held until the others are taken
+            continue
+        with writing(engine) as conn:
+            assert finish(conn, run.id, worker, RunStatus.done)
+    assert order == ["a", "b", "d"], "in id order, never another experiment's run nor one whose upstream is open"
+    with writing(engine) as conn:
+        assert finish(conn, ids["a" * 64], worker, RunStatus.done)
+    assert claim_where(engine, scope, worker, LEASE).key == "c" * 64
+    assert claim(engine, other, worker, LEASE) is not None, "the other experiment's runs were left"
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced(pg_url, monkeypatch):
+    from ntklab.db import connection
+
+    engine = open_engine(pg_url)
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with open_engine(pg_url).connect() as admin:
+        admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        admin.commit()
+    monkeypatch.setattr(connection, "IDLE_PING_SECONDS", 0.0)  # as if it sat idle for long
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
+    engine.dispose()
 
 
 def test_reaper_marks_runs_of_dead_local_processes_interrupted(engine):

@@ -6,18 +6,21 @@ it (busy timeout) instead of failing on a read-to-write upgrade when workers rac
 """
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from ntklab.errors import DatabaseError
 from ntklab.redaction import redact, remember_secrets
 
 BUSY_TIMEOUT_MS = 60_000
+IDLE_PING_SECONDS = 10.0
+_LAST_USED = "ntklab_last_used"
 SUPPORTED_DRIVERS = ("sqlite", "postgresql+psycopg")
 _BEGIN_OPTION = "ntklab_sqlite_begin"
 
@@ -81,7 +84,30 @@ def open_engine(url: str, *, read_only: bool = False) -> Engine:
         _configure_sqlite(engine, read_only)
         return engine
     options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10, **options})
+    engine = create_engine(url, connect_args={"connect_timeout": 10, **options})
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a pooled PostgreSQL connection before use when it sat idle over IDLE_PING_SECONDS (a
+    server restart or a firewall may have closed it while a worker trained); a dead one is
+    replaced. SQLAlchemy's pool_pre_ping tests at every checkout, a round trip that was a third
+    of a queue claim's on a busy machine (bench/queue_claims.py)."""
+
+    @event.listens_for(engine.pool, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy) -> None:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) > IDLE_PING_SECONDS:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as error:  # whatever failed, this connection cannot be used
+                raise DisconnectionError(str(error)) from error
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine.pool, "connect")
+    @event.listens_for(engine.pool, "checkin")
+    def _used(_dbapi_connection, record) -> None:
+        record.info[_LAST_USED] = time.monotonic()
 
 
 @contextmanager
@@ -98,3 +124,17 @@ def writing(engine: Engine) -> Iterator[Connection]:
     """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success, rolled back on error."""
     with engine.begin() as conn:
         yield conn
+
+
+@contextmanager
+def one_statement(engine: Engine) -> Iterator[Connection]:
+    """A connection for a write that is one statement, hence its own transaction. On PostgreSQL
+    it runs in autocommit: no BEGIN and no COMMIT, each a round trip to the server, which is what
+    a queue claim on a busy machine waits for most (bench/queue_claims.py). On SQLite, as
+    `writing` (the write lock is taken up front)."""
+    if engine.dialect.name != "postgresql":
+        with writing(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")

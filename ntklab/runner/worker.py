@@ -25,6 +25,7 @@ from ntklab.db.queue import (
     ClaimedRun,
     Worker,
     claim_where,
+    claimable_in_experiments,
     fail_blocked,
     in_experiments,
     reap,
@@ -89,7 +90,7 @@ class Scope:
         """Where to claim from, in order: the experiments' runs, or the plan's unfinished runs a
         window of ids at a time."""
         if self._ids is None:
-            return [in_experiments(self._experiments)]
+            return [claimable_in_experiments(self._experiments)]
         ids = self.open_ids(engine)
         return [runs.c.id.in_(ids[i : i + CLAIM_WINDOW]) for i in range(0, len(ids), CLAIM_WINDOW)]
 

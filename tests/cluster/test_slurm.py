@@ -119,3 +119,36 @@ def test_cancel_stops_the_jobs_and_interrupts_the_runs(home, pg_url, slurm):
     assert [s for (s,) in sql(pg_url, "select status from runs")] == ["interrupted"] * 2
     status = ntklab("status", "probe", home=home, db=pg_url, check=True).stdout
     assert all(re.search(rf"{job}\W+cancelled", status) for job in jobs), status
+
+
+def test_a_job_at_its_time_limit_checkpoints_requeues_and_completes(home, pg_url, slurm, tmp_path):
+    """One minute per job: Slurm's pre-timeout SIGUSR2 (10 s before the limit, sent by a check
+    every 30 s, so 20-50 s into the job) stops the run at a checkpoint and submitit requeues the
+    job, which resumes it. 60 steps of a second outlast the first job; a later one may be
+    signalled too before the run ends, hence several requeues allowed."""
+    executor = "executor: {kind: slurm, slurm: {time_minutes: 1, signal_delay_s: 10, max_requeues: 6}}\n"
+    (home / "probe.yaml").write_text(PROBE.format(name="probe", steps=60, step_seconds=1.0, seeds=[0],
+                                                  executor=executor))
+    (job,) = submitted_jobs(ntklab("run", "probe.yaml", "--executor", "slurm", "--workers", "1",
+                                   home=home, db=pg_url))
+    wait_for(lambda: sql(pg_url, "select status from runs") == [("done",)], 300, "the run to complete", every=2)
+    tried = sql(pg_url, "select a.status, a.resumed_from_step, a.worker_id from attempts a order by a.attempt")
+    assert len(tried) >= 2, tried
+    assert [status for status, _, _ in tried] == ["interrupted"] * (len(tried) - 1) + ["done"], tried
+    resumed = [step for _, step, _ in tried[1:]]
+    assert all(step >= 3 for step in resumed) and resumed == sorted(set(resumed)), "each job went on from a checkpoint"
+    assert all(f"slurm-{job}:" in worker for _, _, worker in tried), "the requeued job is the same job"
+    logs = "".join(path.read_text() for path in job_folder_logs(home))
+    assert "Caught signal SIGUSR2" in logs and f"Requeued job {job.split('_')[0]}" in logs
+    wait_for(lambda: job not in squeue_ids(), 60, "the job to leave the queue")
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "probe.yaml").write_text((home / "probe.yaml").read_text().replace("step_seconds: 1.0",
+                                                                                    "step_seconds: 0")
+                                          .replace(executor, ""))
+    ntklab("run", "probe.yaml", home=reference, check=True)
+    assert metric_rows(pg_url, 0) == metric_rows(f"sqlite:///{reference / 'ntklab.db'}", 0), "same as uninterrupted"
+
+
+def job_folder_logs(home):
+    return sorted((home / "slurm" / "probe").glob("*_log.*"))
