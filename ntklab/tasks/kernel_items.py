@@ -12,8 +12,10 @@ pairs touches at least 12 of 16 batches), capping the speedup near 1.5x. Feature
 inputs (analytic, closed-form and random-features kernels) are not items.
 
 A block is computed from the same features by the same compiled function whoever computes it,
-and written to its own zarr chunk, so the store is the one a single worker writes, byte for
-byte; `parallel` is how a kernel is computed, not what, and stays out of the run's identity.
+and written to its own zarr chunk, so workers with as many CPUs as a single worker write its
+store byte for byte (XLA's thread count changes the rounding of float32 sums: local workers that
+split two cores write LeNet blocks that differ in the last bits, bench/kernel_blocks.py);
+`parallel` is how a kernel is computed, not what, and stays out of the run's identity.
 A block found complete in the store (its worker died after writing it, before recording it) is
 recorded without being computed again. Random-features kernels split the same way, by blocks
 of examples: splitting the feature axis would change the order of the float64 sums.
