@@ -68,7 +68,8 @@ def home(tmp_path) -> Path:
 
 
 def _cli_env(home: Path, db: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_")}
+    # Without bytecode caching every CLI start would compile all of ntklab again.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_") and k != "PYTHONDONTWRITEBYTECODE"}
     env["NTKLAB_HOME"] = str(home)
     if db:
         env["NTKLAB_DB"] = db
