@@ -3,7 +3,9 @@ architectures as presets, and `arch: layers` from its ops. Plain Python, like th
 
 The presets keep the parameter paths (`layers.<i>`, `stem`, `blocks.<i>.conv1`, `readout`), the
 order of the parameters and the assignment of keys of the hand-written models they replace, so
-stored parameters and per-layer metrics read the same.
+stored parameters and per-layer metrics read the same. The BatchNorm zoo (the ResNets with
+`resnet18`, the MobileNets, VGG, LeNet with `lenet5`, the pre-activation WideResNet and DenseNet)
+is built in engine/zoo.py.
 """
 
 from __future__ import annotations

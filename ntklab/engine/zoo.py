@@ -96,7 +96,8 @@ def _resnet(config, out_dim: int, block: str, sizes: tuple[int, ...]) -> Plan:
             for i, (out, size, stride) in enumerate(layout, 1):
                 main += [square_conv(out, size, init, f"{name}.conv{i}", key + i - 1, stride), bn(f"{name}.bn{i}"), act]
             out = expansion * channels
-            shortcut = (square_conv(out, 1, init, f"{name}.shortcut_conv", key + len(layout), s), bn(f"{name}.shortcut_bn"))
+            shortcut = (square_conv(out, 1, init, f"{name}.shortcut_conv", key + len(layout), s),
+                        bn(f"{name}.shortcut_bn"))
             project = s != 1 or in_channels != out
             ops += [Parallel((tuple(main[:-1]), shortcut if project else ())), act]
             index, in_channels, key = index + 1, out, key + len(layout) + 1
