@@ -3,9 +3,9 @@
 1. Top-k eigenpairs of a float32 kernel (n x n, a Gaussian-feature Gram matrix with a power-law
    spectrum): ntklab's `dense_eigenpairs` (LAPACK evr, top k by index) vs the seed's
    `scipy.sparse.linalg.eigsh(K, k)` and `numpy.linalg.eigh` (all pairs).
-2. NADs of the seed's LeNet (GeLU, h x w x 1, one logit, k = D - 1): ntklab's explicit route
-   (D vmapped mixed-derivative rows, Gram, eigh) vs the seed's `scipy.sparse.linalg.svds` over a
-   LinearOperator whose products are single JVP/VJP calls.
+2. NADs of the seed's LeNet (GeLU, h x w x 1, one logit, k = D - 1): ntklab's route as `auto`
+   picks it (explicit: G = AᵀA from D vectorized JVP/VJP products, then eigh) vs the seed's
+   `scipy.sparse.linalg.svds` over a LinearOperator whose products are single JVP/VJP calls.
 3. The top-100 eigenpairs of an MLP's (two hidden layers of 100, ReLU, one logit) empirical NTK
    on n points: ntklab's `implicit` (Lanczos over J(Jᵀv), K never formed) vs forming K with
    ntklab's EmpiricalNTK and `numpy.linalg.eigh`. Time and peak resident memory, each in a fresh
@@ -58,15 +58,17 @@ def nad_rows(side: int) -> list[tuple[str, float]]:
     from jax.flatten_util import ravel_pytree
 
     from ntklab.engine.config import LeNet5Model
-    from ntklab.engine.models import build_model, partition_parameters
-    from ntklab.engine.nads import neural_anisotropy_directions
+    from ntklab.engine.models import build_model, parameter_count, partition_parameters
+    from ntklab.engine.nads import choose_route, neural_anisotropy_directions
 
     shape = (side, side, 1)
     d = side * side
     model = build_model(LeNet5Model(arch="lenet5", activation="gelu"), shape, 1, jax.random.PRNGKey(42))
     params, rest = partition_parameters(model)
     points = np.zeros((1, *shape), np.float32)
-    t_ntklab, ours = seconds(lambda: neural_anisotropy_directions(lambda m, x: m(x), params, rest, points, d - 1))
+    route = choose_route(d, parameter_count(params), d - 1, 4, 2048 << 20)  # the nads task's defaults
+    t_ntklab, ours = seconds(lambda: neural_anisotropy_directions(lambda m, x: m(x), params, rest, points, d - 1,
+                                                                  route))
 
     flat, unravel = ravel_pytree(params)
     x0 = jnp.zeros(shape)
@@ -83,7 +85,7 @@ def nad_rows(side: int) -> list[tuple[str, float]]:
                                                                          return_singular_vectors="vh"))
     top = np.sort(singular)[::-1][:10] ** 2
     assert np.allclose(ours.values[:10], top, rtol=1e-2), "ntklab and svds disagree"
-    return [(f"ntklab NADs explicit (D = {d})", t_ntklab), ("seed: svds over JVP/VJP", t_seed)]
+    return [(f"ntklab NADs, auto: {route} (D = {d})", t_ntklab), ("seed: svds over JVP/VJP", t_seed)]
 
 
 def _implicit(n: int, queue) -> None:

@@ -58,7 +58,8 @@ def test_nads_drawn_as_images_in_the_report(home):
     # The bad figures say what is wrong, in the page and on the terminal.
     with sqlite3.connect(home / "ntklab.db") as conn:
         keys = [k for (k,) in conn.execute("select key from runs order by id")]
-    assert re.search(r"run [0-9a-f]{12} \(nads\) has no artifact &#x27;eigenvectors&#x27; \(it has: nads, values\)", page)
+    named = r"run [0-9a-f]{12} \(nads\) has no artifact &#x27;eigenvectors&#x27; \(it has: nads, values\)"
+    assert re.search(named, page)
     assert "has rows of 30 values (shape (29, 30)), which are not 4x4 images" in page
     assert "no artifact 'eigenvectors'" in result.stderr and "not 4x4 images" in result.stderr
 

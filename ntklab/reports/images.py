@@ -6,9 +6,9 @@ an image, and the paper shows the first ones side by side; any array whose rows 
 input-space eigenvector, a learned filter bank) is drawn the same way. The figure's runs are the
 experiment's runs that match its `where`; each done one must have the artifact as an npy array of
 k rows (k x D, or k x h x w (x c)), checked against its recorded sha256, and an image shape: the
-figure's `shape`, else the `image_shape` recorded in the artifact's metadata (the nads task records
-(h, w, c), its rows flattened in that order), else the array's own (k x h x w (x c)). Anything else is a FigureError naming the run, so a
-wrong `where` or `artifact` reads as such.
+figure's `shape`, else the `image_shape` recorded in the artifact's metadata (the nads task
+records (h, w, c), its rows flattened in that order), else the array's own (k x h x w (x c)).
+Anything else is a FigureError naming the run, so a wrong `where` or `artifact` reads as such.
 
 The pixels live in the artifact files of the home, not in the database: the figure's table (what
 `ntklab query --paper` prints) lists per run the artifact, its shape, the rows drawn and its file;

@@ -26,14 +26,16 @@ class NADsRunConfig(StrictModel):
     task: Literal["nads"]
     seed: int = Field(0, description="seeds the network's initialization and the points")
     model: ModelConfig
-    shape: tuple[PositiveInt, PositiveInt, PositiveInt] = Field((32, 32, 1), description="input (height, width, channels)")
+    shape: tuple[PositiveInt, PositiveInt, PositiveInt] = Field((32, 32, 1),
+                                                                description="input (height, width, channels)")
     sigma: NonNegativeFloat = Field(0.0, description="the points are sigma·N(0, I); 0: one all-zero image")
     points: PositiveInt = Field(1, description="how many points the mixed derivative is averaged over")
     k: PositiveInt | None = Field(None, description="NADs kept, largest σ first (default: D - 1, as the seed)")
     dtype: Literal["float32", "float64"] = Field("float32", description="compute precision")
     route: Literal["auto", "explicit", "krylov"] = non_semantic(
-        "auto", "explicit: the D x P mixed-derivative matrix, then eigh; krylov: Lanczos over JVP/VJP products; "
-        "auto: explicit when it fits in memory_mb (both exact)"
+        "auto", "explicit: the D x D Gram matrix AᵀA from D vectorized JVP/VJP products, then eigh; krylov: "
+        "Lanczos over the products one at a time; auto: explicit when it fits in memory_mb and k is not small "
+        "(both exact)"
     )
     memory_mb: PositiveInt = non_semantic(2048, "memory the explicit route may use")
 
@@ -74,7 +76,8 @@ def run(config: NADsRunConfig, ctx: RunContext) -> None:
         points = config.sigma * rng.standard_normal((config.points, *config.shape))
         route = config.route
         if route == "auto":
-            route = choose_route(d, parameter_count(params), np.dtype(config.dtype).itemsize, config.memory_mb << 20)
+            route = choose_route(d, parameter_count(params), k, np.dtype(config.dtype).itemsize,
+                                 config.memory_mb << 20)
         if route == "krylov" and k >= d:
             raise ValueError(f"the krylov route finds at most D - 1 = {d - 1} NADs; use route: explicit for all {d}")
         start = time.perf_counter()
