@@ -126,13 +126,14 @@ def test_bad_zoo_options_are_refused_with_their_field():
 
 
 # ----------------------------------------------------------------------------------------------
-# Every model at a small width: a forward pass on a 2 x 32 x 32 x 3 batch and one training step.
-# The deep ResNets and DenseNet-121 repeat the blocks of ResNet-9/18/50 and of a shallow DenseNet
-# that train a step here; they run forward only, since compiling their backward pass would cost
-# minutes of the suite.
+# Every model at a small width on a 2 x 32 x 32 x 3 batch. Each one's forward pass and training step
+# are traced abstractly (jax.eval_shape: every layer's shapes, dtypes and gradient, nothing compiled);
+# LeNet (max pools), ResNet-9 (BatchNorm, basic blocks) and twolayer are also compiled and run.
+# Compiling every model would cost the suite many minutes (MobileNet v2 alone about a minute) for
+# layers that tests/kernels/test_entk_zoo.py compiles and checks against jacrev already.
 
 SMALL = {
-    **{f"resnet{d}": {"arch": "resnet", "depth": d, "width": 1} for d in (9, 18, 50)},
+    **{f"resnet{d}": {"arch": "resnet", "depth": d, "width": 1} for d in (9, 18, 34, 50, 68, 101, 152)},
     "mobilenet": {"arch": "mobilenet", "width": 1},
     "mobilenetv2": {"arch": "mobilenetv2", "width": 4},
     "vgg11": {"arch": "vgg", "depth": 11, "width": 1},
@@ -142,34 +143,42 @@ SMALL = {
     "wrn-28-1": {"arch": "wrn_bn", "widening": 1},
     "logistic": {"arch": "logistic"},
     "densenet": {"arch": "densenet", "growth": 2, "blocks": [2, 2, 2, 2]},
+    "densenet121": {"arch": "densenet", "growth": 1},
     "twolayer": TWOLAYER,
 }
-DEEP = {
-    **{f"resnet{d}": {"arch": "resnet", "depth": d, "width": 1} for d in (34, 68, 101, 152)},
-    "densenet121": {"arch": "densenet", "growth": 1},
-}
+COMPILED = ("lenet", "resnet9", "twolayer")
 X = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+Y = np.array([3, 7], np.int32)
 
 
-def forward(config: dict):
-    model = eqx.filter_jit(build_model)(parse_model_config(config), (32, 32, 3), 10, jax.random.PRNGKey(0))
-    logits = eqx.filter_jit(lambda m, x: m(x))(model, X)
-    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
-    return model
+def model_of(name: str):
+    return build_model(parse_model_config(SMALL[name]), (32, 32, 3), 10, jax.random.PRNGKey(0))
 
 
-@pytest.mark.parametrize("name", sorted(DEEP))
-def test_the_deep_models_run_forward(name):
-    forward(DEEP[name])
-
-
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_every_model_runs_forward_and_trains_a_step(name):
-    model = forward(SMALL[name])
+def train_step():
     train = TrainConfig.model_validate({"optimizer": {"name": "momentum", "lr": 0.1}, "weight_decay": 5e-4})
     optimizer = make_optimizer(train, 1, 10)
     step = make_train_step("cross_entropy", optimizer)
-    after, loss = step(init_train_state(model, optimizer), X, np.array([3, 7], np.int32))
+    return lambda model, x, y: step(init_train_state(model, optimizer), x, y)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_model_traces_forward_and_a_training_step(name):
+    logits = jax.eval_shape(lambda x: model_of(name)(x), X)
+    assert logits.shape == (2, 10) and logits.dtype == np.float32
+    step = train_step()
+    after, loss = jax.eval_shape(lambda x, y: step(model_of(name), x, y), X, Y)
+    assert loss.shape == ()
+    shapes = jax.eval_shape(lambda: named_parameters(model_of(name)))
+    assert jax.eval_shape(lambda x, y: named_parameters(step(model_of(name), x, y)[0].model), X, Y) == shapes
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_models_run_forward_and_train_a_step(name):
+    model = eqx.filter_jit(model_of)(name)
+    logits = eqx.filter_jit(lambda m, x: m(x))(model, X)
+    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+    after, loss = train_step()(model, X, Y)
     assert np.isfinite(float(loss))
     before, trained = named_parameters(model), named_parameters(after.model)
     assert all(np.all(np.isfinite(p)) for p in trained.values())
