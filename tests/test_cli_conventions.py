@@ -115,7 +115,6 @@ NOT_IMPORTED = {
     "alembic": "the schema check reads alembic_version itself",
     "filelock": "only creating or migrating a schema takes the lock",
     "ntklab.db.queue": "the queue's writes; lost runs come from ntklab/db/liveness.py",
-    "sqlalchemy.dialects.postgresql": "the upserts' dialects, not needed to read SQLite",
 }
 
 
