@@ -39,9 +39,9 @@ def test_same_pytree_values_and_outputs_as_before(name):
     for path, value in params.items():
         np.testing.assert_array_equal(np.asarray(value), BEFORE[f"{name}/param/{path}"], err_msg=path)
     x = BEFORE[f"{name}/x"]
-    np.testing.assert_allclose(np.asarray(model(x)), BEFORE[f"{name}/logits"], rtol=1e-6, atol=1e-7)
-    # Batch statistics through ResNet-18's 20 BatchNorms round differently from one CPU to another
-    # (XLA generates different code): up to 4e-6 on float32 logits of order 0.3.
+    # Float32 rounding differs from one CPU to another (XLA generates different code): up to 7e-7
+    # on the WRN's logits; batch statistics through ResNet-18's 20 BatchNorms, up to 4e-6.
+    np.testing.assert_allclose(np.asarray(model(x)), BEFORE[f"{name}/logits"], rtol=1e-6, atol=2e-6)
     logits, updated = train_forward(model, x)
     np.testing.assert_allclose(np.asarray(logits), BEFORE[f"{name}/train_logits"], rtol=1e-6, atol=1e-5)
     for path, value in named_frozen(updated).items():
