@@ -6,17 +6,25 @@ full 10x10 output blocks (a 20,000 x 20,000 matrix, 0.8 GB of float32 upper tria
 (structured: the features of a batch cost about 5 blocks). Each configuration runs in a fresh home with its own SQLite
 database, through the real CLI, one after the other:
 
+  1 worker, 1 CPU    ntklab run --executor local --workers 1, the command pinned to one CPU: the
+                     baseline of scaling by workers, one core each (as one GPU each on a cluster)
   1 worker           ntklab run --executor local --workers 1 (every CPU)
   2 workers          ntklab run --executor local --workers 2 (each worker on its own share of the
                      CPUs, NTKLAB_CPUS: what the executor does)
   2 workers, shared  ntklab run and one ntklab worker started beside it, both on every CPU
                      (XLA sizes its thread pool from the CPUs it sees: 2 threads each on 2 cores)
 
-`kernel s` is the kernel run's own time in the database (claimed to done: the first worker's
-start, dataset and compilation included), `command s` the whole command. The speedup is the
-1-worker kernel time over each row's. The stores are compared with the 1-worker store.
+With `--cache warm` (the default) every configuration loads its compiled programs from one
+compilation cache (ntklab/runner/compilation_cache.py) that a smaller kernel of the same blocks
+filled first: the steady state of a sweep, whose runs share shapes. With `--cache cold` each
+configuration compiles everything itself, in a fresh home, as the first run of a home does.
 
-    python bench/kernel_blocks.py [--n 2000] [--configs 1,2,2shared]
+`kernel s` is the kernel run's own time in the database (claimed to done: the first worker's
+start, dataset and compilation included), `command s` the whole command, `cores` its CPU time
+(user + system, every process) over `command s`. The speedup is the first configuration's kernel
+time over each row's. The stores are compared with the first configuration's store.
+
+    python bench/kernel_blocks.py [--n 2000] [--configs 1cpu,1,2,2shared] [--cache warm|cold]
 
 Measured 2026-12-01 on the shared 2-core machine, load average 35-100 throughout (other jobs):
 1 worker 290 s, 2 workers 182 s (1.60x, the blocks' float32 rounding differs: one thread each),
@@ -26,6 +34,7 @@ Measured 2026-12-01 on the shared 2-core machine, load average 35-100 throughout
 import argparse
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -45,16 +54,17 @@ groups:
     block_size: 128
     parallel: {{blocks: true}}
 """
-LABELS = {"1": "1 worker", "2": "2 workers", "2shared": "2 workers, shared CPUs"}
+LABELS = {"1cpu": "1 worker, 1 CPU", "1": "1 worker", "2": "2 workers", "2shared": "2 workers, shared CPUs"}
 
 
-def run_config(config: str, n: int, root: Path) -> dict:
+def run_config(config: str, n: int, root: Path, cache: Path | None) -> dict:
     home = root / config
     home.mkdir()
     (home / "spec.yaml").write_text(SPEC.format(n=n))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_")}
-    env.update(NTKLAB_HOME=str(home), JAX_PLATFORMS="cpu")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_") and k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(NTKLAB_HOME=str(home), JAX_PLATFORMS="cpu", **({"NTKLAB_XLA_CACHE": str(cache)} if cache else {}))
     cli = [sys.executable, "-m", "ntklab"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     if config == "2shared":
         owner = subprocess.Popen([*cli, "run", "spec.yaml"], cwd=home, env=env, stdout=subprocess.DEVNULL,
@@ -65,10 +75,14 @@ def run_config(config: str, n: int, root: Path) -> dict:
         _, err = owner.communicate()
         codes = (owner.returncode, helper.returncode)
     else:
-        done = subprocess.run([*cli, "run", "spec.yaml", "--executor", "local", "--workers", config], cwd=home,
-                              env=env, capture_output=True, text=True)
+        one_cpu = min(os.sched_getaffinity(0))
+        pin = (lambda: os.sched_setaffinity(0, {one_cpu})) if config == "1cpu" else None
+        done = subprocess.run([*cli, "run", "spec.yaml", "--executor", "local", "--workers", config.removesuffix("cpu")],
+                              cwd=home, env=env, capture_output=True, text=True, preexec_fn=pin)
         err, codes = done.stderr, (done.returncode,)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if any(codes):
         raise SystemExit(f"{LABELS[config]}: exit {codes}\n{err}")
     import sqlite3
@@ -84,26 +98,33 @@ def run_config(config: str, n: int, root: Path) -> dict:
     digests = {str(p.relative_to(store_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
                for p in store_dir.rglob("*") if p.is_file()}
     shutil.rmtree(home)
-    return {"config": config, "command_s": seconds, "kernel_s": kernel_seconds, "items": per_worker,
+    return {"config": config, "command_s": seconds, "cores": cpu_seconds / seconds, "kernel_s": kernel_seconds,
+            "items": per_worker,
             "digests": digests}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--configs", default="1,2,2shared")
+    parser.add_argument("--configs", default="1cpu,1,2,2shared")
+    parser.add_argument("--cache", choices=["warm", "cold"], default="warm")
     args = parser.parse_args()
     configs = args.configs.split(",")
     with tempfile.TemporaryDirectory(prefix="ntklab-bench-blocks-") as tmp:
-        rows = [run_config(c, args.n, Path(tmp)) for c in configs]
+        cache = Path(tmp) / "xla_cache" if args.cache == "warm" else None
+        if cache:
+            warmup = Path(tmp) / "warmup"
+            warmup.mkdir()
+            run_config("1", 256, warmup, cache)
+        rows = [run_config(c, args.n, Path(tmp), cache) for c in configs]
     base = rows[0]
-    print(f"LeNet-5 empirical NTK, N = {args.n}, full output blocks, blocks of 128; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
-    print(f"{'configuration':<24} {'kernel s':>9} {'command s':>10} {'speedup':>8}  {'items per worker':<18} "
+    print(f"LeNet-5 empirical NTK, N = {args.n}, full output blocks, blocks of 128, {args.cache} compilation cache; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} (1 min) at the end")
+    print(f"{'configuration':<24} {'kernel s':>9} {'command s':>10} {'cores':>6} {'speedup':>8}  {'items per worker':<18} "
           f"{'store vs first'}")
     for row in rows:
         differing = sum(row["digests"].get(name) != digest for name, digest in base["digests"].items())
-        print(f"{LABELS[row['config']]:<24} {row['kernel_s']:>9.1f} {row['command_s']:>10.1f} "
+        print(f"{LABELS[row['config']]:<24} {row['kernel_s']:>9.1f} {row['command_s']:>10.1f} {row['cores']:>6.2f} "
               f"{base['kernel_s'] / row['kernel_s']:>7.2f}x  {str(row['items']):<18} "
               f"{'identical' if not differing else f'{differing} files differ'}")
 

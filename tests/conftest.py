@@ -5,8 +5,10 @@ Each test gets a database of its own. In CI (CI=true) a missing server is an err
 """
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -14,6 +16,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
+XLA_CACHE = "NTKLAB_XLA_CACHE"
+_OWN_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config) -> None:
+    """One compilation cache (ntklab/runner/compilation_cache.py) for the whole session, shared by
+    the xdist workers (they inherit the controller's environment): the CLI subprocesses of many
+    tests compile the same small models."""
+    if XLA_CACHE not in os.environ:
+        os.environ[XLA_CACHE] = tempfile.mkdtemp(prefix="ntklab-test-xla-")
+        config.stash[_OWN_CACHE] = os.environ[XLA_CACHE]
+
+
+def pytest_unconfigure(config) -> None:
+    if _OWN_CACHE in config.stash:
+        shutil.rmtree(config.stash[_OWN_CACHE], ignore_errors=True)
 
 
 def postgres_admin_url() -> str | None:
@@ -71,6 +89,7 @@ def _cli_env(home: Path, db: str | None) -> dict[str, str]:
     # Without bytecode caching every CLI start would compile all of ntklab again.
     env = {k: v for k, v in os.environ.items() if not k.startswith("NTKLAB_") and k != "PYTHONDONTWRITEBYTECODE"}
     env["NTKLAB_HOME"] = str(home)
+    env[XLA_CACHE] = os.environ[XLA_CACHE]
     if db:
         env["NTKLAB_DB"] = db
     env.setdefault("JAX_PLATFORMS", "cpu")

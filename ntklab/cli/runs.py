@@ -68,7 +68,10 @@ def run(
         if result is None:
             return
     else:
+        from ntklab.runner.compilation_cache import enable_compilation_cache
+
         engine, store = open_home_engine(db, home, create=True)
+        enable_compilation_cache(store.root)
         _warn_of_a_new_spec_version(engine, plan)
         result = execute(engine, store, plan, options, make_reporter(err))
     _print_plan(plan, plan_groups(engine, plan), f"{plan.name}: runs by status", format_,

@@ -51,6 +51,7 @@ def worker(
     Start as many as you like, on any machine that reaches the database: every run is executed by
     one worker at a time, and a dead worker's run is reclaimed by another when its lease expires."""
     from ntklab.runner.execute import ExecuteOptions
+    from ntklab.runner.compilation_cache import enable_compilation_cache
     from ntklab.runner.local import apply_cpu_set
     from ntklab.runner.progress import make_reporter
     from ntklab.runner.worker import Scope, WorkerLimits, known_experiments, work
@@ -58,6 +59,7 @@ def worker(
     apply_cpu_set()
     limits = WorkerLimits(max_runs=max_runs, idle_exit=idle_exit, until=parse_until(until), wait_for_held=True)
     engine, store = open_home_engine(db, home, create=True)
+    enable_compilation_cache(store.root)
     missing = sorted(set(experiments or ()) - set(known_experiments(engine)))
     if missing:
         known = ", ".join(known_experiments(engine)) or "none yet"

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 
-from ntklab.db.connection import writing
+from ntklab.db.connection import one_statement, writing
 from ntklab.db.models import RunStatus
 from ntklab.db.queue import ClaimedRun, PlanRow, Worker, enqueue, finish, reset, sync_experiment
 from ntklab.db.records import truncate_after
-from ntklab.db.tables import runs
 from ntklab.headline import headline_names
 from ntklab.redaction import redact
 from ntklab.runner.checkpoint import read_checkpoint
@@ -165,10 +164,6 @@ def _flush_quietly(ctx: LiveRunContext, log: RunLog) -> None:
 def _record(engine: Engine, claimed: ClaimedRun, worker: Worker, status: RunStatus, error, ctx: LiveRunContext,
             spec_file: str) -> bool:
     error_type, message, trace = error
-    with writing(engine) as conn:
-        held = finish(conn, claimed.id, worker, status, error_type=error_type, error_message=message,
-                      traceback=trace, progress=ctx.latest_progress)
-        if held:
-            conn.execute(update(runs).where(runs.c.id == claimed.id)
-                         .values(provenance=collect(spec_file)))
-    return held
+    with one_statement(engine) as conn:
+        return finish(conn, claimed.id, worker, status, error_type=error_type, error_message=message,
+                      traceback=trace, progress=ctx.latest_progress, provenance=collect(spec_file))

@@ -30,6 +30,7 @@ from ntklab.db.connection import open_engine, reading, resolve_url, writing
 from ntklab.db.queue import in_experiments, utcnow
 from ntklab.db.tables import experiments, jobs, runs
 from ntklab.errors import UsageError
+from ntklab.runner.compilation_cache import enable_compilation_cache
 from ntklab.runner.execute import ExecuteOptions
 from ntklab.runner.jobs import EXECUTOR, LIVE_STATES, experiment_jobs
 from ntklab.runner.progress import PlainReporter
@@ -63,6 +64,7 @@ class SlurmWorker(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint this object, requeue, exit
         home = Home(Path(os.environ["NTKLAB_HOME"]))
+        enable_compilation_cache(home.root)
         engine = open_engine(resolve_url(None, home.root))
         result = work(engine, home, Scope(experiments=[self.experiment]),
                       ExecuteOptions(lease=timedelta(seconds=self.lease_seconds)), PlainReporter(),
