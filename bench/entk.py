@@ -19,14 +19,13 @@ Accuracy: max|K - K_ref| / max|K_ref| against ntklab's float64 Jacobian contract
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from peer_runs import relative_error, run_peer
 from timing import timed_in_turn
 
 BENCH = Path(__file__).resolve().parent
@@ -75,31 +74,6 @@ def run_ntklab(name: str, impls: list[str], repeats: int, workdir: Path) -> tupl
         label = f"ntklab {impl}" + (f" ({kernels[impl].chosen})" if impl == "auto" else "")
         rows.append({"side": label, "compile_s": first - best, "seconds": best, "error": relative_error(k, reference)})
     return rows, problem
-
-
-def relative_error(k: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.max(np.abs(np.asarray(k, np.float64) - reference)) / np.max(np.abs(reference)))
-
-
-def run_peer(command: list[str], label: str, reference: np.ndarray) -> list[dict]:
-    env = dict(os.environ)
-    env.pop("JAX_ENABLE_X64", None)
-    env.pop("XLA_FLAGS", None)  # flags for this process's jaxlib may be unknown to the peer's, which aborts on them
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        print(f"{label} failed:\n{result.stderr[-3000:]}", file=sys.stderr)
-        return []
-    rows = []
-    for line in result.stdout.splitlines():
-        record = json.loads(line)
-        if "check" in record:
-            if record["relative_error"] > 1e-4:
-                print(f"warning: {label} logits differ from ntklab's by {record['relative_error']:.2e}", file=sys.stderr)
-            continue
-        k = np.load(record["kernel_file"])
-        rows.append({"side": f"{label} {record['impl']}", "compile_s": record["compile_s"] - record["seconds"],
-                     "seconds": record["seconds"], "error": relative_error(k, reference)})
-    return rows
 
 
 def main() -> None:

@@ -28,12 +28,12 @@ Targets: ntklab auto >= 10x torch seed and >= 2x torch cached.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from peer_runs import relative_error, run_peer
 from timing import timed_in_turn
 
 BENCH = Path(__file__).resolve().parent
@@ -83,10 +83,6 @@ def export(model, plan, x: np.ndarray, path: Path) -> None:
     np.savez(path, layers=json.dumps(to_layers(plan.ops)), x=x, logits=np.asarray(model(jnp.asarray(x))), **arrays)
 
 
-def relative_error(k: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.max(np.abs(np.asarray(k, np.float64) - reference)) / np.max(np.abs(reference)))
-
-
 def run_ntklab(model, x, impls, repeats, memory):
     import jax
 
@@ -108,25 +104,9 @@ def run_ntklab(model, x, impls, repeats, memory):
 
 
 def run_torch(problem: Path, repeats: int, prefix: Path, threads: int, memory: int, reference) -> list[dict]:
-    env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
     command = [sys.executable, str(BENCH / "peers" / "torch_zoo.py"), str(problem), "seed,cached", str(repeats),
                str(prefix), str(threads), str(memory)]  # fmt: skip
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        print(f"torch failed:\n{result.stderr[-3000:]}", file=sys.stderr)
-        return []
-    rows = []
-    for line in result.stdout.splitlines():
-        record = json.loads(line)
-        if "check" in record:
-            if record["relative_error"] > 1e-4:
-                print(f"warning: torch logits differ from ntklab's by {record['relative_error']:.2e}", file=sys.stderr)
-            continue
-        rows.append({"side": f"torch {record['impl']}", "seconds": record["seconds"],
-                     "compile_s": record["compile_s"] - record["seconds"],
-                     "error": relative_error(np.load(record["kernel_file"]), reference),
-                     "note": f"batch {record['batch']}"})  # fmt: skip
-    return rows
+    return run_peer(command, "torch", reference, note=lambda record: f"batch {record['batch']}")
 
 
 def print_table(name: str, n: int, parameters: int, rows: list[dict]) -> None:

@@ -26,9 +26,11 @@ time over each row's. The stores are compared with the first configuration's sto
 
     python bench/kernel_blocks.py [--n 2000] [--configs 1cpu,1,2,2shared] [--cache warm|cold]
 
-Measured 2026-12-01 on the shared 2-core machine, load average 35-100 throughout (other jobs):
-1 worker 290 s, 2 workers 182 s (1.60x, the blocks' float32 rounding differs: one thread each),
-2 workers on every CPU 255 s (1.14x, store identical). Rerun on an idle machine for the target.
+Measured 2026-12-02 on the idle 2-core machine (load average under 2), kernel seconds:
+  cold cache: 1 worker on 1 CPU 37.7, 1 worker 28.1 (1.34x), 2 workers 26.8 (1.41x)
+  warm cache: 1 worker on 1 CPU 30.9, 1 worker 26.4 (1.17x), 2 workers 18.3 (1.69x)
+The part that does not split is each worker's start (process, dataset, network), and with a cold
+cache its compilation (LeNet-5's initialization alone compiles for 8 s on one core).
 """
 
 import argparse

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +240,6 @@ def fill(store: KernelStore, kernel: Any, x_train: np.ndarray, x_test: np.ndarra
     featurized once. Stops between two blocks when `should_stop()` says so (report.stopped).
     `on_block(part, i, j)` is called after each block is written."""
     import sys
-    import time
 
     report = FillReport()
     nb = store.train_block_count
@@ -269,17 +269,6 @@ def fill(store: KernelStore, kernel: Any, x_train: np.ndarray, x_test: np.ndarra
             cache[j] = features
         return features
 
-    def compute(part: str, i: int, j: int, f1: Any, f2: Any) -> None:
-        start = time.perf_counter()
-        block = np.asarray(kernel.block(f1, f2))
-        middle = time.perf_counter()
-        store.write_block(part, i, j, block)
-        report.seconds_blocks += middle - start
-        report.seconds_writing += time.perf_counter() - middle
-        report.computed.append((part, i, j))
-        if on_block is not None:
-            on_block(part, i, j)
-
     parts = [("train", x_train, store.n_train)]
     if store.n_test:
         parts.append(("test_train", x_test, store.n_test))
@@ -301,5 +290,20 @@ def fill(store: KernelStore, kernel: Any, x_train: np.ndarray, x_test: np.ndarra
                     report.stopped = True
                     return report
                 f2 = f1 if (part == "train" and i == j) else train_features(j)
-                compute(part, i, j, f1, f2)
+                compute_block(store, kernel, report, part, i, j, f1, f2)
+                if on_block is not None:
+                    on_block(part, i, j)
     return report
+
+
+def compute_block(store: KernelStore, kernel: Any, report: FillReport, part: str, i: int, j: int,
+                  f1: Any, f2: Any) -> None:
+    """Contract the features `f1` and `f2` of batches i and j into block (i, j) of `part`, write
+    it, and account for it in `report`."""
+    start = time.perf_counter()
+    block = np.asarray(kernel.block(f1, f2))
+    middle = time.perf_counter()
+    store.write_block(part, i, j, block)
+    report.seconds_blocks += middle - start
+    report.seconds_writing += time.perf_counter() - middle
+    report.computed.append((part, i, j))

@@ -64,12 +64,13 @@ groups:
     task: eigen
     kernel:
       task: kernel
-      data: {dataset: digits}
+      data: {dataset: synthetic, n_train: 500, n_test: 100, dim: 64}
       kernel: {kind: empirical, model: {arch: mlp, depth: 1, width: 32}}
       points: train+test
       outputs: 1
     method: lanczos
     k: 60
+    cache_mb: 0  # every product reads the store: seconds to kill the run in
 """
 
 

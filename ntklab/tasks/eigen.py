@@ -8,8 +8,9 @@ kernel whose eigenvectors label them. Methods:
 
 - `dense`: LAPACK on K(train, train) read whole; only the top k by index when k < n;
 - `lanczos`: implicitly restarted Lanczos whose products read the zarr store one block row at a
-  time, so a kernel larger than memory works. Memory: one block row (block_size·r x n·r) plus
-  the Krylov basis (n·r x max(2k + 1, 20)); every product reads the store once;
+  time, so a kernel larger than memory works. Memory: one block row (block_size·r x n·r), the
+  Krylov basis (n·r x max(2k + 1, 20)) and the block rows kept between products (`cache_mb`,
+  float64); every product reads the rows it does not keep from the store;
 - `nystrom`: m = `landmarks` first points, eigenvalues scaled by n/m, eigenvectors extended as
   sqrt(m/n) [K_mm; K_rest] U Λ⁻¹ (exact at m = n). Memory: the n·r x m·r landmark columns;
 - `implicit`: Lanczos over K v = J (Jᵀ v) through the network's VJP and JVP, never forming K
@@ -24,7 +25,7 @@ Metrics: `eigenvalue` at step i (i = 0 the largest), and at step 0 `trace` (of t
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from ntklab.configbase import Seed, StrictModel, non_semantic
 from ntklab.tasks.context import RunContext
@@ -43,6 +44,9 @@ class EigenRunConfig(StrictModel):
     vectors_dtype: Literal["float32", "float64"] = Field("float32", description="precision of the saved eigenvectors")
     seed: Seed = Field(0, description="the Lanczos start vector")
     batch_size: PositiveInt = non_semantic(256, "implicit: examples per JVP/VJP call")
+    cache_mb: NonNegativeInt = non_semantic(
+        2048, "lanczos: MB of kernel block rows (float64) kept in memory between products; the rest is read "
+        "from the store at every product (0: all of it)")
 
     @model_validator(mode="after")
     def _method_fields(self) -> "EigenRunConfig":
@@ -112,7 +116,7 @@ def _stored_spectrum(config: EigenRunConfig, store):
             return np.concatenate([store.train_block(i, j) for j in range(nb)], axis=1)
 
         bounds = [(i * b, min((i + 1) * b, rows)) for i in range(nb)]
-        matvec = eigen.streamed_matvec(block_row, bounds)
+        matvec = eigen.streamed_matvec(block_row, bounds, keep_bytes=config.cache_mb << 20)
         return eigen.operator_eigenpairs(matvec, rows, config.k, seed=config.seed), trace
     m = config.landmarks * r
     if m > rows:

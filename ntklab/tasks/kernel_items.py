@@ -83,9 +83,7 @@ def fill_items(store: Any, kernel: Any, x_rows: Any, x_test: Any, items: Any, *,
     """Claim and compute items of `store` until none is left to claim (`wait`: until every item is
     done, whoever computes them). Returns a `FillReport` of this worker's part (`stopped` when
     `should_stop()` said so)."""
-    import numpy as np
-
-    from ntklab.kernelstore import FillReport
+    from ntklab.kernelstore import FillReport, compute_block
     from ntklab.store import atomic_write
 
     report = FillReport()
@@ -133,18 +131,12 @@ def fill_items(store: Any, kernel: Any, x_rows: Any, x_test: Any, items: Any, *,
         items.finish(item, time.perf_counter() - start)
         return features
 
-    def compute_block(item: Any, part: str, i: int, j: int) -> None:
+    def compute_item_block(item: Any, part: str, i: int, j: int) -> None:
         start = time.perf_counter()
         if not store.is_done(part, i, j):
             f1 = features_of("train" if part == "train" else "test", i)
             f2 = f1 if (part == "train" and i == j) else features_of("train", j)
-            middle = time.perf_counter()
-            block = np.asarray(kernel.block(f1, f2))
-            written = time.perf_counter()
-            store.write_block(part, i, j, block)
-            report.seconds_blocks += written - middle
-            report.seconds_writing += time.perf_counter() - written
-            report.computed.append((part, i, j))
+            compute_block(store, kernel, report, part, i, j, f1, f2)
         else:
             report.skipped += 1
         items.finish(item, time.perf_counter() - start)
@@ -171,7 +163,7 @@ def fill_items(store: Any, kernel: Any, x_rows: Any, x_test: Any, items: Any, *,
                 else:
                     remember((split, i), compute_features(item, split, i))
             else:
-                compute_block(item, kind, int(index[0]), int(index[1]))
+                compute_item_block(item, kind, int(index[0]), int(index[1]))
             if on_item is not None:
                 on_item(*items.progress())
     except Stopped:
