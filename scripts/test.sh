@@ -8,4 +8,6 @@ bash scripts/setup.sh test
 bash scripts/chromium.sh
 source scripts/postgres.sh
 source scripts/slurm.sh
-.venv/bin/python -m pytest -n 2 -q "$@"
+# Three test processes on CI's two cores: many tests mostly wait (Slurm jobs, leases, live views),
+# and a third process computes meanwhile; worksteal keeps the last long tests from queueing behind one another.
+.venv/bin/python -m pytest -n 3 --dist worksteal -q "$@"
