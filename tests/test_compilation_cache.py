@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import XLA_CACHE, _cli_env
+from conftest import XLA_CACHE, _cli_env
 
 PROBE = """
 import sys
