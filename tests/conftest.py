@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from ntklab.runner.compilation_cache import VARIABLE as XLA_CACHE
+
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
-XLA_CACHE = "NTKLAB_XLA_CACHE"
 _OWN_CACHE = pytest.StashKey[str]()
 
 
