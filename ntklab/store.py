@@ -44,6 +44,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _cache_name(part: str) -> str:
+    if not _SAFE_NAME.fullmatch(part):
+        raise ValueError(f"cache names use letters, digits, '.', '_' and '-' only: {part!r}")
+    return part
+
+
 class Home:
     def __init__(self, root: Path):
         self.root = root
@@ -59,11 +65,11 @@ class Home:
             atomic_write(path, data)
         return digest, str(path.relative_to(self.root))
 
+    def cache_dir(self, namespace: str) -> Path:
+        return self.root / "cache" / _cache_name(namespace)
+
     def cache_path(self, namespace: str, key: str) -> Path:
-        for part in (namespace, key):
-            if not _SAFE_NAME.fullmatch(part):
-                raise ValueError(f"cache names use letters, digits, '.', '_' and '-' only: {part!r}")
-        return self.root / "cache" / namespace / key
+        return self.cache_dir(namespace) / _cache_name(key)
 
     def run_dir(self, run_key: str) -> Path:
         """Where a run's directory artifacts live; it survives the run's attempts."""

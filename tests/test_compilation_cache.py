@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 
 from ntklab.runner.compilation_cache import enable_compilation_cache
+from ntklab.store import Home
 
 hits = []
 jax.monitoring.register_event_listener(
     lambda event, **_: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
-enable_compilation_cache(Path(sys.argv[1]))
+enable_compilation_cache(Home(Path(sys.argv[1])))
 jax.jit(lambda x: jnp.sin(x) * 3.0 + 1.0)(jnp.arange(7.0)).block_until_ready()
 print(len(hits))
 """

@@ -71,7 +71,7 @@ def run(
         from ntklab.runner.compilation_cache import enable_compilation_cache
 
         engine, store = open_home_engine(db, home, create=True)
-        enable_compilation_cache(store.root)
+        enable_compilation_cache(store)
         _warn_of_a_new_spec_version(engine, plan)
         result = execute(engine, store, plan, options, make_reporter(err))
     _print_plan(plan, plan_groups(engine, plan), f"{plan.name}: runs by status", format_,

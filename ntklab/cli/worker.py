@@ -59,7 +59,7 @@ def worker(
     apply_cpu_set()
     limits = WorkerLimits(max_runs=max_runs, idle_exit=idle_exit, until=parse_until(until), wait_for_held=True)
     engine, store = open_home_engine(db, home, create=True)
-    enable_compilation_cache(store.root)
+    enable_compilation_cache(store)
     missing = sorted(set(experiments or ()) - set(known_experiments(engine)))
     if missing:
         known = ", ".join(known_experiments(engine)) or "none yet"

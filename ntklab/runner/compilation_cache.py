@@ -18,24 +18,26 @@ NTKLAB_XLA_CACHE: a directory, or `off`; a JAX_COMPILATION_CACHE_DIR set by the 
 import os
 from pathlib import Path
 
+from ntklab.store import Home
+
 VARIABLE = "NTKLAB_XLA_CACHE"
 MAX_BYTES = 4 << 30
 
 
-def cache_directory(home_root: Path) -> Path | None:
+def cache_directory(home: Home) -> Path | None:
     """Where this process keeps compiled programs; None when NTKLAB_XLA_CACHE is `off`."""
     setting = os.environ.get(VARIABLE, "")
     if setting.lower() == "off":
         return None
-    return Path(setting) if setting else home_root / "cache" / "xla"
+    return Path(setting) if setting else home.cache_dir("xla")
 
 
-def enable_compilation_cache(home_root: Path) -> None:
+def enable_compilation_cache(home: Home) -> None:
     """Use the persistent cache in this process; call it before JAX compiles anything (JAX decides
     at its first compilation whether a cache is used)."""
     import jax
 
-    directory = cache_directory(home_root)
+    directory = cache_directory(home)
     if directory is None:
         return
     if jax.config.jax_compilation_cache_dir is None:

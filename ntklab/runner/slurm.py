@@ -64,7 +64,7 @@ class SlurmWorker(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint this object, requeue, exit
         home = Home(Path(os.environ["NTKLAB_HOME"]))
-        enable_compilation_cache(home.root)
+        enable_compilation_cache(home)
         engine = open_engine(resolve_url(None, home.root))
         result = work(engine, home, Scope(experiments=[self.experiment]),
                       ExecuteOptions(lease=timedelta(seconds=self.lease_seconds)), PlainReporter(),
