@@ -16,6 +16,11 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 DEFAULT_HOME = ".ntklab"
 
 
+def default_database_url(home: Path) -> str:
+    """The URL of the SQLite database in the home directory."""
+    return f"sqlite:///{home / 'ntklab.db'}"
+
+
 def resolve_home(home: str | Path | None) -> Path:
     """`--home`, else NTKLAB_HOME, else `.ntklab` in the working directory; a path that exists
     and is not a directory is a UsageError."""

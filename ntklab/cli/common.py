@@ -268,9 +268,9 @@ def sqlite_file_missing(db: str | None, home_dir: Path | None) -> str | None:
     """The path of the SQLite file the command would use, if that file does not exist yet. Told
     from the URL's text, without SQLAlchemy, whose import would be a tenth of `ntklab plan`'s time
     for a spec not recorded yet; any other URL is checked when an engine is opened on it."""
-    from ntklab.store import resolve_home
+    from ntklab.store import default_database_url, resolve_home
 
-    url = db or os.environ.get("NTKLAB_DB") or f"sqlite:///{resolve_home(home_dir) / 'ntklab.db'}"
+    url = db or os.environ.get("NTKLAB_DB") or default_database_url(resolve_home(home_dir))
     scheme, separator, path = url.partition(":///")
     return path if scheme in ("sqlite", "sqlite+pysqlite") and separator and not Path(path).exists() else None
 

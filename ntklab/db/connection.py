@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from ntklab.errors import DatabaseError
 from ntklab.redaction import redact, remember_secrets
+from ntklab.store import default_database_url
 
 BUSY_TIMEOUT_MS = 60_000
 IDLE_PING_SECONDS = 10.0
@@ -29,7 +30,7 @@ def resolve_url(db: str | None, home: Path) -> str:
     """`--db`, else NTKLAB_DB, else the SQLite file in the home directory."""
     url = db or os.environ.get("NTKLAB_DB")
     if not url:
-        return f"sqlite:///{home / 'ntklab.db'}"
+        return default_database_url(home)
     remember_secrets(url)
     try:
         parsed = make_url(url)
