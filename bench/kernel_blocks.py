@@ -77,10 +77,11 @@ def run_config(config: str, n: int, root: Path, cache: Path | None) -> dict:
         _, err = owner.communicate()
         codes = (owner.returncode, helper.returncode)
     else:
-        one_cpu = min(os.sched_getaffinity(0))
-        pin = (lambda: os.sched_setaffinity(0, {one_cpu})) if config == "1cpu" else None
-        done = subprocess.run([*cli, "run", "spec.yaml", "--executor", "local", "--workers", config.removesuffix("cpu")],
-                              cwd=home, env=env, capture_output=True, text=True, preexec_fn=pin)
+        one_cpu = {min(os.sched_getaffinity(0))}
+        pin = (lambda: os.sched_setaffinity(0, one_cpu)) if config == "1cpu" else None
+        workers = "1" if config == "1cpu" else config
+        done = subprocess.run([*cli, "run", "spec.yaml", "--executor", "local", "--workers", workers], cwd=home,
+                              env=env, capture_output=True, text=True, preexec_fn=pin)
         err, codes = done.stderr, (done.returncode,)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -101,8 +102,7 @@ def run_config(config: str, n: int, root: Path, cache: Path | None) -> dict:
                for p in store_dir.rglob("*") if p.is_file()}
     shutil.rmtree(home)
     return {"config": config, "command_s": seconds, "cores": cpu_seconds / seconds, "kernel_s": kernel_seconds,
-            "items": per_worker,
-            "digests": digests}
+            "items": per_worker, "digests": digests}
 
 
 def main() -> None:

@@ -83,8 +83,8 @@ def operator_eigenpairs(matvec: Callable[[np.ndarray], np.ndarray], n: int, k: i
 def streamed_matvec(block_row: Callable[[int, int], np.ndarray], bounds: list[tuple[int, int]], dtype=np.float64,
                     keep_bytes: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """v -> K v, reading K one block row at a time: `block_row(start, stop)` returns the rows
-    start..stop of K (all columns). The first block rows that fit in `keep_bytes` are kept after
-    their first read, the others read again at every product: Lanczos takes hundreds of products,
+    start..stop of K (all columns). A block row is kept after its first read while `keep_bytes`
+    has room for it, the others are read again at every product: Lanczos takes hundreds of products,
     and reading a 1,797-point kernel from its store at each of them took 74 s of a 75 s
     decomposition that takes 1 s from memory. Memory: one block row plus those kept."""
     kept: dict[int, np.ndarray] = {}
