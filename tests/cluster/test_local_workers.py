@@ -19,7 +19,7 @@ def write_sweep(home, seeds, step_seconds=0.02, executor=""):
 
 
 def test_local_executor_executes_every_run_exactly_once(home, db_url):
-    write_sweep(home, range(16))
+    write_sweep(home, range(16), step_seconds=0.1)  # 6.4 s of runs: the second worker starts before they are gone
     result = ntklab("run", "pool.yaml", "--executor", "local", "--workers", "2", home=home, db=db_url, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = sql(db_url, "select attempts, status from runs")
