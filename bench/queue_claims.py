@@ -23,7 +23,7 @@ from datetime import timedelta
 import psycopg
 from sqlalchemy.engine import make_url
 
-from ntklab.db.connection import one_statement, open_engine, writing
+from ntklab.db.connection import HeldConnection, open_engine, writing
 from ntklab.db.models import RunStatus
 from ntklab.db.queue import PlanRow, Worker, claim_where, claimable_in_experiments, enqueue, finish, heartbeat, sync_experiment
 from ntklab.db.schema import ensure_schema
@@ -47,14 +47,15 @@ def claimer(url: str, start, results) -> None:
     worker = Worker.current()
     scope = claimable_in_experiments([EXPERIMENT])
     claimed = []
-    with engine.connect():
-        pass  # connected before the clock starts
-    start.wait()
-    while (run := claim_where(engine, scope, worker, LEASE)) is not None:
-        heartbeat(engine, run.id, worker, LEASE, (1, 1))
-        with one_statement(engine) as conn:  # as the worker records a run's end (ntklab/runner/execute.py)
-            finish(conn, run.id, worker, RunStatus.done, progress=(1, 1))
-        claimed.append(run.id)
+    with HeldConnection(engine) as held:  # as a worker holds it (ntklab/runner/worker.py)
+        with held.statement():
+            pass  # connected before the clock starts
+        start.wait()
+        while (run := claim_where(held, scope, worker, LEASE)) is not None:
+            heartbeat(held, run.id, worker, LEASE, (1, 1))
+            with held.statement() as conn:  # as the worker records a run's end (ntklab/runner/execute.py)
+                finish(conn, run.id, worker, RunStatus.done, progress=(1, 1))
+            claimed.append(run.id)
     results.put(claimed)
     engine.dispose()
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from ntklab.db.connection import open_engine, reading, writing
+from ntklab.db.connection import HeldConnection, open_engine, reading, writing
 from ntklab.db.models import Attempt, Metric, MetricSummary, Param, Run, RunStatus
 from ntklab.db.queue import (
     PlanRow,
@@ -36,6 +36,12 @@ def engine(db_url):
     ensure_schema(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def held(engine):
+    with HeldConnection(engine) as held:
+        yield held
 
 
 def make_runs(engine, n: int, experiment: str = "e", group: str = "g") -> list[int]:
@@ -69,11 +75,12 @@ def test_claims_are_exclusive_across_threads(engine):
     def work():
         worker = Worker.current()
         worker = Worker(worker.id + threading.current_thread().name, worker.host, worker.pid)
-        while (run := claim(engine, ids, worker, LEASE)) is not None:
-            with lock:
-                taken.append(run.id)
-            with writing(engine) as conn:
-                assert finish(conn, run.id, worker, RunStatus.done)
+        with HeldConnection(engine) as held:
+            while (run := claim(held, ids, worker, LEASE)) is not None:
+                with lock:
+                    taken.append(run.id)
+                with held.statement() as conn:
+                    assert finish(conn, run.id, worker, RunStatus.done)
 
     threads = [threading.Thread(target=work, name=f"w{i}") for i in range(4)]
     for t in threads:
@@ -87,22 +94,22 @@ def test_claims_are_exclusive_across_threads(engine):
         assert conn.execute(select(func.count()).select_from(Attempt)).scalar_one() == 40
 
 
-def test_expired_lease_is_claimable_and_the_old_worker_loses_the_run(engine):
+def test_expired_lease_is_claimable_and_the_old_worker_loses_the_run(engine, held):
     [run_id] = make_runs(engine, 1)
     first, second = Worker("a:1:x", "elsewhere", 1), Worker("b:2:y", "elsewhere", 2)
-    claimed = claim(engine, [run_id], first, timedelta(seconds=0.3))
+    claimed = claim(held, [run_id], first, timedelta(seconds=0.3))
     assert claimed is not None and claimed.attempt == 1
-    assert claim(engine, [run_id], second, LEASE) is None, "a live lease must not be taken"
+    assert claim(held, [run_id], second, LEASE) is None, "a live lease must not be taken"
     time.sleep(0.5)
-    retaken = claim(engine, [run_id], second, LEASE)
+    retaken = claim(held, [run_id], second, LEASE)
     assert retaken is not None and retaken.attempt == 2
-    assert not heartbeat(engine, run_id, first, LEASE, None)
+    assert not heartbeat(held, run_id, first, LEASE, None)
     with writing(engine) as conn:
         assert not finish(conn, run_id, first, RunStatus.done)
         assert finish(conn, run_id, second, RunStatus.done)
 
 
-def test_a_claim_in_experiments_takes_their_runs_in_order_each_after_its_upstream(engine):
+def test_a_claim_in_experiments_takes_their_runs_in_order_each_after_its_upstream(engine, held):
     other = make_runs(engine, 2, experiment="other")
     rows = [PlanRow("a" * 64, "g", "probe", {"seed": 0}), PlanRow("b" * 64, "g", "probe", {"seed": 1}),
             PlanRow("c" * 64, "g", "probe", {"seed": 2}, upstream=(("kernel", "a" * 64),)),
@@ -111,7 +118,7 @@ def test_a_claim_in_experiments_takes_their_runs_in_order_each_after_its_upstrea
         ids = enqueue(conn, sync_experiment(conn, "mine", "", "spec", "1" * 64, "spec.yaml"), rows)
     worker, scope = Worker("w:1:x", "elsewhere", 1), claimable_in_experiments(["mine"])
     order = []
-    while (run := claim_where(engine, scope, worker, LEASE)) is not None:
+    while (run := claim_where(held, scope, worker, LEASE)) is not None:
         order.append(run.key[0])
         if run.key[0] == "a":  # "c" waits for "a", which is held until the others are taken
             continue
@@ -120,8 +127,8 @@ def test_a_claim_in_experiments_takes_their_runs_in_order_each_after_its_upstrea
     assert order == ["a", "b", "d"], "in id order, never another experiment's run nor one whose upstream is open"
     with writing(engine) as conn:
         assert finish(conn, ids["a" * 64], worker, RunStatus.done)
-    assert claim_where(engine, scope, worker, LEASE).key == "c" * 64
-    assert claim(engine, other, worker, LEASE) is not None, "the other experiment's runs were left"
+    assert claim_where(held, scope, worker, LEASE).key == "c" * 64
+    assert claim(held, other, worker, LEASE) is not None, "the other experiment's runs were left"
 
 
 def test_a_pooled_connection_that_died_while_idle_is_replaced(pg_url, monkeypatch):
@@ -139,14 +146,43 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced(pg_url, monkeypatc
     engine.dispose()
 
 
-def test_reaper_marks_runs_of_dead_local_processes_interrupted(engine):
+def test_a_held_connection_that_died_is_replaced_idle_or_not(pg_url, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from ntklab.db import connection
+
+    def backend(held):
+        with held.statement() as conn:
+            return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+    def terminate(pid):
+        with open_engine(pg_url).connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            admin.commit()
+
+    engine = open_engine(pg_url)
+    with HeldConnection(engine) as held:
+        first = backend(held)
+        assert backend(held) == first, "held between statements"
+        terminate(first)
+        with pytest.raises(OperationalError):
+            backend(held)
+        second = backend(held)
+        assert second != first, "the statement after the failure runs on a new connection"
+        terminate(second)
+        monkeypatch.setattr(connection, "IDLE_PING_SECONDS", 0.0)  # as if it sat idle for long
+        assert backend(held) not in (first, second), "an idle one goes back to the pool, which tests it"
+    engine.dispose()
+
+
+def test_reaper_marks_runs_of_dead_local_processes_interrupted(engine, held):
     import socket
 
     ids = make_runs(engine, 2)
     dead = Worker("dead", socket.gethostname(), 999_999)
     remote = Worker("remote", "another-host", 999_999)
-    claim(engine, [ids[0]], dead, LEASE)
-    claim(engine, [ids[1]], remote, LEASE)
+    claim(held, [ids[0]], dead, LEASE)
+    claim(held, [ids[1]], remote, LEASE)
     assert reap(engine, alive=lambda pid: False) == 1
     with reading(engine) as conn:
         status = dict(conn.execute(select(Run.id, Run.status)).all())

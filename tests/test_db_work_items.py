@@ -9,7 +9,7 @@ from sqlalchemy import update
 from test_db_queue import LEASE, engine, make_runs  # noqa: F401 - the engine fixture
 
 from ntklab.db import work_items
-from ntklab.db.connection import writing
+from ntklab.db.connection import HeldConnection, writing
 from ntklab.db.models import RunStatus
 from ntklab.db.queue import Worker, claim
 from ntklab.db.tables import runs
@@ -19,7 +19,8 @@ NAMES = [f"train/{i}/{j}" for i in range(6) for j in range(i, 6)]
 
 def running_run(engine) -> int:
     [run_id] = make_runs(engine, 1)
-    assert claim(engine, [run_id], Worker("owner:1:o", "elsewhere", 1), LEASE) is not None
+    with HeldConnection(engine) as held:
+        assert claim(held, [run_id], Worker("owner:1:o", "elsewhere", 1), LEASE) is not None
     return run_id
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import (ColumnElement, Connection, Engine, Select, String, bindp
 from sqlalchemy.dialects import postgresql
 
 from ntklab.db import tables
-from ntklab.db.connection import one_statement, reading, writing
+from ntklab.db.connection import HeldConnection, reading, writing
 from ntklab.db.dialect import insert_for
 from ntklab.db.liveness import lost_runs, utcnow
 from ntklab.db.models import Param, RunStatus
@@ -240,8 +240,16 @@ def _upstream_in(run_id, statuses):
     return _run_by_run(
         select(upstream_links.c.run_id)
         .select_from(upstream_links.join(upstream, upstream.c.id == upstream_links.c.upstream_run_id))
-        .where(upstream_links.c.run_id == run_id, upstream.c.status.in_(statuses))
+        .where(upstream_links.c.run_id == run_id, upstream.c.status.in_(_written(statuses)))
     )
+
+
+def _written(statuses: Iterable[RunStatus]) -> list[ColumnElement]:
+    """`statuses` written into the SQL. A list of values is bound as one expanding parameter, which
+    SQLAlchemy renders anew at every execution: 0.2 ms of Python per claim (cProfile of
+    bench/queue_claims.py), and PostgreSQL could not match the partial index `ix_runs_open` to a
+    bound list."""
+    return [literal_column(f"'{status.value}'") for status in statuses]
 
 
 def _run_by_run(correlated: Select) -> ColumnElement[bool]:
@@ -313,9 +321,9 @@ def upstream_run(conn: Connection, run_id: int, name: str) -> tuple[int, str] | 
     return (row.id, row.key) if row else None
 
 
-def claim(engine: Engine, candidate_ids: Sequence[int], worker: Worker, lease: timedelta) -> ClaimedRun | None:
+def claim(held: HeldConnection, candidate_ids: Sequence[int], worker: Worker, lease: timedelta) -> ClaimedRun | None:
     """Atomically take the first claimable run among `candidate_ids` (in order), or None."""
-    return claim_where(engine, runs.c.id.in_(candidate_ids), worker, lease)
+    return claim_where(held, runs.c.id.in_(candidate_ids), worker, lease)
 
 
 def in_experiments(names: Sequence[str] | None) -> ColumnElement[bool]:
@@ -341,8 +349,10 @@ def _claimable_in(names: tuple[str, ...] | None) -> ColumnElement[bool]:
 
 
 def _members(names: Sequence[str]) -> Select:
+    """The runs of the experiments `names`; one parameter per name, so that a claim's statement
+    needs no rendering at execution (see `_written`)."""
     return (select(memberships.c.run_id).join(experiments, experiments.c.id == memberships.c.experiment_id)
-            .where(experiments.c.name.in_(names)))
+            .where(experiments.c.name.in_([bindparam(f"experiment_{i}", name) for i, name in enumerate(names)])))
 
 
 def run_ids_with(conn: Connection, scope: ColumnElement[bool], among: Sequence[RunStatus] = OPEN) -> list[int]:
@@ -350,7 +360,7 @@ def run_ids_with(conn: Connection, scope: ColumnElement[bool], among: Sequence[R
     return list(conn.execute(select(runs.c.id).where(scope, runs.c.status.in_(among)).order_by(runs.c.id)).scalars())
 
 
-def claim_where(engine: Engine, scope: ColumnElement[bool], worker: Worker, lease: timedelta) -> ClaimedRun | None:
+def claim_where(held: HeldConnection, scope: ColumnElement[bool], worker: Worker, lease: timedelta) -> ClaimedRun | None:
     """Atomically take the claimable run of lowest id among the runs `scope` selects, or None.
 
     Claimable: pending, interrupted, or running with an expired lease, and no upstream run left
@@ -362,7 +372,7 @@ def claim_where(engine: Engine, scope: ColumnElement[bool], worker: Worker, leas
     """
     now = utcnow()
     worker_values = {"w_id": worker.id, "w_host": worker.host, "w_pid": worker.pid}
-    with one_statement(engine) as conn:
+    with held.statement() as conn:
         claimed = conn.execute(_claim_statement(scope, conn.dialect.name),
                                {"t_now": now, "t_lease": now + lease, **worker_values}).first()
         if claimed is not None and conn.dialect.name != "postgresql":
@@ -382,12 +392,12 @@ def _claim_statement(scope: ColumnElement[bool], dialect: str):
     than running it (about 1 ms of Python per claim, cProfile of bench/queue_claims.py).
 
     The candidates come from the partial index of open runs (`ix_runs_open`, id order), whose
-    predicate the literal status list matches: bound parameters would not prove it in PostgreSQL's
-    generic plan, and the claim would scan every finished run again.
+    predicate the status list written into the SQL matches (`_written`): bound parameters would not
+    prove it in PostgreSQL's generic plan, and the claim would scan every finished run again.
     """
     candidate = (
         select(runs.c.id)
-        .where(runs.c.status.in_(bindparam("open", [s.value for s in OPEN], expanding=True, literal_execute=True)),
+        .where(runs.c.status.in_(_written(OPEN)),
                or_(runs.c.status != RunStatus.running, runs.c.lease_expires_at < bindparam("t_now")),
                scope, ~_upstream_in(runs.c.id, [s for s in RunStatus if s != RunStatus.done]))
         .order_by(runs.c.id).limit(_ONE).with_for_update(skip_locked=True)
@@ -421,14 +431,14 @@ _HELD = update(runs).where(runs.c.id == bindparam("held_run"), runs.c.worker_id 
                            type_coerce(runs.c.status, String()) + "" == RunStatus.running.value)
 
 
-def heartbeat(engine: Engine, run_id: int, worker: Worker, lease: timedelta,
+def heartbeat(held: HeldConnection, run_id: int, worker: Worker, lease: timedelta,
               progress: tuple[int, int] | None) -> bool:
     """Extend the lease; False when this worker no longer holds the run."""
     now = utcnow()
     values: dict[str, Any] = {"heartbeat_at": now, "lease_expires_at": now + lease}
     if progress is not None:
         values["progress_step"], values["progress_total"] = progress
-    with one_statement(engine) as conn:
+    with held.statement() as conn:
         result = conn.execute(_HELD, {"held_run": run_id, "held_worker": worker.id, **values})
     return result.rowcount == 1
 
@@ -438,7 +448,7 @@ def finish(conn: Connection, run_id: int, worker: Worker, status: RunStatus, *,
            progress: tuple[int, int] | None = None, provenance: dict[str, Any] | None = None) -> bool:
     """Record how the attempt ended (and the run's provenance, when given); False when this worker
     had lost the run meanwhile. On PostgreSQL the run and its attempt are updated by one statement,
-    so `conn` may be an autocommit connection (`one_statement`): a finish is then one round trip
+    so `conn` may be an autocommit connection (`HeldConnection`): a finish is then one round trip
     instead of five (BEGIN, two UPDATEs, COMMIT; bench/queue_claims.py)."""
     now = utcnow()
     values: dict[str, Any] = {

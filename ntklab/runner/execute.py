@@ -16,7 +16,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
-from ntklab.db.connection import one_statement, writing
+from ntklab.db.connection import HeldConnection, writing
 from ntklab.db.models import RunStatus
 from ntklab.db.queue import ClaimedRun, PlanRow, Worker, enqueue, finish, reset, sync_experiment
 from ntklab.db.records import truncate_after
@@ -83,17 +83,19 @@ class RunSource:
         return cls(plan.file, tuple(y for figure in plan.figures.values() for y in figure.y_names))
 
 
-def execute_one(engine: Engine, home: Home, config: BaseModel, claimed: ClaimedRun, worker: Worker,
+def execute_one(held: HeldConnection, home: Home, config: BaseModel, claimed: ClaimedRun, worker: Worker,
                 stop: StopFlag, options: ExecuteOptions, source: RunSource, reporter: Reporter) -> RunOutcome:
     """Execute one claimed run and record how it ended (the outcome says "lost" when another worker
-    took the run over meanwhile). A second interrupt (KeyboardInterrupt) propagates, wherever it
-    arrives, after the run is recorded interrupted and its log says so."""
+    took the run over meanwhile); `held` is the worker's connection for its lease and its finish.
+    A second interrupt (KeyboardInterrupt) propagates, wherever it arrives, after the run is
+    recorded interrupted (on a connection of its own: the held one may be what it interrupted) and
+    its log says so."""
     log = RunLog(home.log_path(claimed.key))
     try:
-        return _execute_claimed(engine, home, config, claimed, worker, stop, options, source, reporter, log)
+        return _execute_claimed(held, home, config, claimed, worker, stop, options, source, reporter, log)
     except KeyboardInterrupt:
         log = RunLog(home.log_path(claimed.key))  # it may have been closed when the interrupt came
-        with writing(engine) as conn:
+        with writing(held.engine) as conn:
             finish(conn, claimed.id, worker, RunStatus.interrupted, error_type="KeyboardInterrupt",
                    error_message="aborted by a second interrupt")
         log.write("aborted by a second interrupt")
@@ -101,11 +103,12 @@ def execute_one(engine: Engine, home: Home, config: BaseModel, claimed: ClaimedR
         raise
 
 
-def _execute_claimed(engine: Engine, home: Home, config: BaseModel, claimed: ClaimedRun, worker: Worker,
+def _execute_claimed(held: HeldConnection, home: Home, config: BaseModel, claimed: ClaimedRun, worker: Worker,
                      stop: StopFlag, options: ExecuteOptions, source: RunSource, reporter: Reporter,
                      log: RunLog) -> RunOutcome:
     label = f"{claimed.key[:12]} {claimed.group}"
     began = time.monotonic()
+    engine = held.engine
     checkpoint = read_checkpoint(home, claimed.key, log.write)
     resumed_from = checkpoint[0] if checkpoint else None
     with writing(engine) as conn:
@@ -116,7 +119,7 @@ def _execute_claimed(engine: Engine, home: Home, config: BaseModel, claimed: Cla
     ctx = LiveRunContext(engine, home, claimed, worker, stop, log, reporter.run_progress, options.lease)
     status, note, error = RunStatus.done, "", (None, None, None)
     try:
-        with Heartbeat(engine, claimed.id, worker, options.lease, ctx):
+        with Heartbeat(held, claimed.id, worker, options.lease, ctx):
             run_function(claimed.task)(config, ctx)
             ctx.flush()
     except LeaseLost as lost:
@@ -138,7 +141,7 @@ def _execute_claimed(engine: Engine, home: Home, config: BaseModel, claimed: Cla
         _flush_quietly(ctx, log)
     if status == RunStatus.done:
         shutil.rmtree(home.checkpoint_path(claimed.key).parent, ignore_errors=True)
-    recorded = _record(engine, claimed, worker, status, error, ctx, source.spec_file)
+    recorded = _record(held, claimed, worker, status, error, ctx, source.spec_file)
     seconds = time.monotonic() - began
     shown = status.value if recorded else "lost"
     log.write(f"{shown} after {seconds:.1f}s{': ' + note if note else ''}")
@@ -161,9 +164,9 @@ def _flush_quietly(ctx: LiveRunContext, log: RunLog) -> None:
         log.write(f"could not record the last metrics: {type(exc).__name__}: {exc}")
 
 
-def _record(engine: Engine, claimed: ClaimedRun, worker: Worker, status: RunStatus, error, ctx: LiveRunContext,
+def _record(held: HeldConnection, claimed: ClaimedRun, worker: Worker, status: RunStatus, error, ctx: LiveRunContext,
             spec_file: str) -> bool:
     error_type, message, trace = error
-    with one_statement(engine) as conn:
+    with held.statement() as conn:
         return finish(conn, claimed.id, worker, status, error_type=error_type, error_message=message,
                       traceback=trace, progress=ctx.latest_progress, provenance=collect(spec_file))

@@ -7,9 +7,9 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from ntklab.db.connection import HeldConnection
 from ntklab.db.queue import Worker, heartbeat
 from ntklab.runner.context import LiveRunContext
 
@@ -18,8 +18,8 @@ PROGRESS_SECONDS = 2.0
 
 
 class Heartbeat:
-    def __init__(self, engine: Engine, run_id: int, worker: Worker, lease: timedelta, ctx: LiveRunContext):
-        self._engine, self._run_id, self._worker, self._lease, self._ctx = engine, run_id, worker, lease, ctx
+    def __init__(self, held: HeldConnection, run_id: int, worker: Worker, lease: timedelta, ctx: LiveRunContext):
+        self._held, self._run_id, self._worker, self._lease, self._ctx = held, run_id, worker, lease, ctx
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="ntklab-heartbeat", daemon=True)
 
@@ -39,7 +39,7 @@ class Heartbeat:
             if progress == written and time.monotonic() - renewed < renew_every:
                 continue
             try:
-                held = heartbeat(self._engine, self._run_id, self._worker, self._lease, progress)
+                held = heartbeat(self._held, self._run_id, self._worker, self._lease, progress)
             except SQLAlchemyError:
                 continue  # a transient database error: the lease has slack for the next beat
             renewed, written = time.monotonic(), progress

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, Engine, select
 
-from ntklab.db.connection import reading
+from ntklab.db.connection import HeldConnection, reading
 from ntklab.db.models import RunStatus
 from ntklab.db.queue import (
     CHUNK,
@@ -142,7 +142,7 @@ def work(engine: Engine, home: Home, scope: Scope, options: ExecuteOptions, repo
     started: set[int] = set()  # runs this worker helped from their start
     reporter.start(len(scope.open_ids(engine, CLAIMABLE)))
     try:
-        with stop_on_signals(stop, stop_signals):
+        with stop_on_signals(stop, stop_signals), HeldConnection(engine) as held:
             while not stop.is_set():
                 result.limit = _limit_reached(limits, len(result.outcomes), time.monotonic() - idle_since)
                 if result.limit:
@@ -151,9 +151,9 @@ def work(engine: Engine, home: Home, scope: Scope, options: ExecuteOptions, repo
                 if any(help_others(engine, home, w, worker, stop, options.lease, refused, started) for w in windows):
                     idle_since = time.monotonic()
                     continue
-                claimed = next((c for w in windows if (c := claim_where(engine, w, worker, options.lease))), None)
+                claimed = next((c for w in windows if (c := claim_where(held, w, worker, options.lease))), None)
                 if claimed is not None:
-                    result.outcomes.append(execute_one(engine, home, scope.config(claimed), claimed, worker, stop,
+                    result.outcomes.append(execute_one(held, home, scope.config(claimed), claimed, worker, stop,
                                                        options, scope.source(engine, claimed), reporter))
                     idle_since = time.monotonic()
                     continue
