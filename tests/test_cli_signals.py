@@ -1,6 +1,7 @@
-"""Two interrupts in quick succession, through the real CLI: the command exits 130 and, wherever
-the second one lands (in the task, while it checkpoints, while the run is recorded), the run and
-its attempt are marked interrupted and the run log says so; the next run resumes it."""
+"""Two interrupts in quick succession, through the real CLI: the command exits 130 (as a shell
+sees it; see below) and, wherever the second one lands (in the task, while it checkpoints, while
+the run is recorded), the run and its attempt are marked interrupted and the run log says so; the
+next run resumes it."""
 
 import signal
 import sqlite3
@@ -34,7 +35,9 @@ def test_two_quick_interrupts_leave_the_run_interrupted_not_running(home, gap):
     time.sleep(gap)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    # At a gap of 0.1 s on a loaded machine (about 1 in 12), CPython ends the process by SIGINT
+    # instead of with status 130, after the run is recorded: a shell reports that as 130 as well.
+    assert process.returncode in (130, -signal.SIGINT) and "Traceback" not in stderr, stderr
     (key, status), = query(home, "select key, status from runs")
     assert status == "interrupted"
     assert query(home, "select status, ended_at is not null from attempts") == [("interrupted", 1)]
