@@ -331,7 +331,7 @@ def in_experiments(names: Sequence[str] | None) -> ColumnElement[bool]:
     over many runs: the database may start from the memberships."""
     if names is None:
         return true()
-    return runs.c.id.in_(_members(names))
+    return runs.c.id.in_(_members().where(experiments.c.name.in_(names)))
 
 
 def claimable_in_experiments(names: Sequence[str] | None) -> ColumnElement[bool]:
@@ -343,16 +343,17 @@ def claimable_in_experiments(names: Sequence[str] | None) -> ColumnElement[bool]
 
 @functools.lru_cache(maxsize=64)
 def _claimable_in(names: tuple[str, ...] | None) -> ColumnElement[bool]:
+    """One named parameter per name (a claim's statement holds one scope), so that the statement
+    needs no rendering at execution (see `_written`); anonymous parameters, whose values
+    SQLAlchemy extracts from the statement at every execution, cost 0.15 ms of Python per claim."""
     if names is None:
         return true()
-    return _run_by_run(_members(names).where(memberships.c.run_id == runs.c.id))
+    named = [bindparam(f"experiment_{i}", name) for i, name in enumerate(names)]
+    return _run_by_run(_members().where(experiments.c.name.in_(named), memberships.c.run_id == runs.c.id))
 
 
-def _members(names: Sequence[str]) -> Select:
-    """The runs of the experiments `names`; one parameter per name, so that a claim's statement
-    needs no rendering at execution (see `_written`)."""
-    return (select(memberships.c.run_id).join(experiments, experiments.c.id == memberships.c.experiment_id)
-            .where(experiments.c.name.in_([bindparam(f"experiment_{i}", name) for i, name in enumerate(names)])))
+def _members() -> Select:
+    return select(memberships.c.run_id).join(experiments, experiments.c.id == memberships.c.experiment_id)
 
 
 def run_ids_with(conn: Connection, scope: ColumnElement[bool], among: Sequence[RunStatus] = OPEN) -> list[int]:
