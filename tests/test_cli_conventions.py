@@ -112,6 +112,7 @@ NOT_IMPORTED = {
     "jax": "JAX", "jaxlib": "JAX", "equinox": "JAX", "optax": "JAX",
     "pydantic": "Typer converts values through it unless ntklab/cli/conversion.py does",
     "sqlalchemy.orm": "ntklab/db/models.py maps it; the read paths use the Core tables",
+    "sqlalchemy.dialects.postgresql": "a dialect option declared on a SQLite home's tables loads it (ntklab/db/models.py)",
     "alembic": "the schema check reads alembic_version itself",
     "filelock": "only creating or migrating a schema takes the lock",
     "ntklab.db.queue": "the queue's writes; lost runs come from ntklab/db/liveness.py",

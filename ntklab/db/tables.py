@@ -79,8 +79,6 @@ spec_versions = Table(
     UniqueConstraint("experiment_id", "spec_hash"),
 )
 
-_OPEN_STATUSES = text("status IN ('pending', 'interrupted', 'running')")
-
 runs = Table(
     "runs", metadata,
     Column("id", Integer, primary_key=True),
@@ -107,9 +105,8 @@ runs = Table(
     Column("error_message", Text),
     Column("traceback", Text),
     Column("provenance", JSON),
-    # The runs a claim may take, in id order (migration 0006): a claim walks this index from its
-    # start and stops at the first run it can take, so finished runs cost it nothing.
-    Index("ix_runs_open", "id", postgresql_where=_OPEN_STATUSES, sqlite_where=_OPEN_STATUSES),
+    # ix_runs_open, the partial index of open runs (migration 0006), joins this table in
+    # ntklab/db/models.py.
 )
 
 # Membership: a run (identified by its config) can belong to several experiments and groups.
