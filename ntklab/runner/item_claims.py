@@ -55,7 +55,7 @@ class ItemClaims:
     def done(self, names: Sequence[str]) -> set[str]:
         return work_items.done_names(self._engine, self.run_id, names)
 
-    def wait_registered(self, should_stop, poll_seconds: float = 0.25) -> bool:
+    def wait_registered(self, should_stop, poll_seconds: float = 0.05) -> bool:
         """Wait until the run's own worker has registered its items: False when it stopped or
         died first, or `should_stop()`."""
         while not self.progress()[1]:

@@ -45,6 +45,11 @@ from ntklab.store import Home
 from ntklab.tasks.registry import RUN_CONFIG
 
 CLAIM_WINDOW = 256
+# A worker with nothing to claim while others hold runs polls again after FIRST_POLL_SECONDS,
+# doubling to POLL_SECONDS: a helper that starts beside a kernel's own worker joins its blocks
+# within a few tens of milliseconds of their registration, and an idle worker of a long sweep
+# still costs the database one query a second.
+FIRST_POLL_SECONDS = 0.05
 POLL_SECONDS = 1.0
 
 
@@ -138,6 +143,7 @@ def work(engine: Engine, home: Home, scope: Scope, options: ExecuteOptions, repo
     stop = StopFlag()
     result = WorkResult()
     idle_since = time.monotonic()
+    poll = FIRST_POLL_SECONDS
     refused: set[int] = set()  # runs whose items this worker failed to compute
     started: set[int] = set()  # runs this worker helped from their start
     reporter.start(len(scope.open_ids(engine, CLAIMABLE)))
@@ -149,19 +155,20 @@ def work(engine: Engine, home: Home, scope: Scope, options: ExecuteOptions, repo
                     break
                 windows = scope.windows(engine)
                 if any(help_others(engine, home, w, worker, stop, options.lease, refused, started) for w in windows):
-                    idle_since = time.monotonic()
+                    idle_since, poll = time.monotonic(), FIRST_POLL_SECONDS
                     continue
                 claimed = next((c for w in windows if (c := claim_where(held, w, worker, options.lease))), None)
                 if claimed is not None:
                     result.outcomes.append(execute_one(held, home, scope.config(claimed), claimed, worker, stop,
                                                        options, scope.source(engine, claimed), reporter))
-                    idle_since = time.monotonic()
+                    idle_since, poll = time.monotonic(), FIRST_POLL_SECONDS
                     continue
                 remaining = scope.open_ids(engine)
                 if fail_blocked(engine, remaining):
                     continue
                 if waiting_on_others(engine, remaining) or (limits.wait_for_held and remaining):
-                    stop.wait(POLL_SECONDS)
+                    stop.wait(poll)
+                    poll = min(2 * poll, POLL_SECONDS)
                     continue
                 break
     finally:
