@@ -8,10 +8,12 @@ import signal
 from ntklab.cli import runs, worker, jobs, results, watch, compare, reap, cleanup, export, database, data  # noqa: F401,I001
 from ntklab.cli.common import SIGNAL_EXIT, app, with_exit_codes
 from ntklab.cli.conversion import plain_values
+from ntklab.interrupts import interrupt
 
 
 class _Interrupts:
-    """SIGINT raises KeyboardInterrupt until the command is over, then does nothing.
+    """SIGINT raises KeyboardInterrupt (after the database transaction in flight,
+    ntklab/interrupts.py) until the command is over, then does nothing.
 
     A second Ctrl-C in quick succession can land anywhere in the command's shutdown. Python runs a
     signal's handler at its next function call, so restoring SIG_IGN at the end cannot close the gap
@@ -23,7 +25,7 @@ class _Interrupts:
 
     def __call__(self, _signum, _frame) -> None:
         if not self.over:
-            raise KeyboardInterrupt
+            interrupt()
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from ntklab.errors import DatabaseError
+from ntklab.interrupts import deferred_interrupts
 from ntklab.redaction import redact, remember_secrets
 from ntklab.store import default_database_url
 
@@ -115,7 +116,7 @@ def _ping_when_idle(engine: Engine) -> None:
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction: on SQLite it takes no write lock, so it never blocks workers."""
-    with engine.connect() as conn:
+    with deferred_interrupts, engine.connect() as conn:
         conn = conn.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
         with conn.begin():
             yield conn
@@ -123,8 +124,9 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
-    """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success, rolled back on error."""
-    with engine.begin() as conn:
+    """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success, rolled back on error.
+    A Ctrl-C waits for its end (ntklab/interrupts.py), as it does in `reading`."""
+    with deferred_interrupts, engine.begin() as conn:
         yield conn
 
 
@@ -153,7 +155,7 @@ class HeldConnection:
             with writing(self.engine) as conn:
                 yield conn
             return
-        with self._lock:
+        with deferred_interrupts, self._lock:
             if self._conn is not None and time.monotonic() - self._used > IDLE_PING_SECONDS:
                 self._release()
             if self._conn is None:
@@ -166,7 +168,7 @@ class HeldConnection:
             self._used = time.monotonic()
 
     def close(self) -> None:
-        with self._lock:
+        with deferred_interrupts, self._lock:
             self._release()
 
     def _release(self) -> None:
