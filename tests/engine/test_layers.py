@@ -121,3 +121,25 @@ def test_activations():
     np.testing.assert_allclose(activation("erf")(x), erf_values, rtol=1e-6, atol=1e-7)
     exact_gelu = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in np.asarray(x)])
     np.testing.assert_allclose(activation("gelu")(x), exact_gelu, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("size, stride, padding", [(8, 2, "SAME"), (7, 2, "SAME"), (7, 1, "SAME"), (7, 2, "VALID")])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_conv_matches_xlas_grouped_convolution(size, stride, padding, multiplier):
+    """On CPU a convolution with one input channel per group is shifted products (layers.py's
+    depthwise_conv); its values and weight gradients are XLA's grouped convolution's, strides
+    and SAME padding of odd and even sizes included."""
+    assert jax.default_backend() == "cpu"
+    layer = Conv2d(5, 5 * multiplier, 3, padding, Init(w_std=1.3, b_std=0.0), jax.random.PRNGKey(3), stride, groups=5)
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(2, size, size, 5)), jnp.float32)
+
+    def xla(weight):
+        return jax.lax.conv_general_dilated(x, weight, (stride, stride), padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=5)
+
+    def shifted(weight):
+        return eqx.tree_at(lambda c: c.weight, layer, weight)(x) / layer.weight_multiplier
+
+    np.testing.assert_allclose(shifted(layer.weight), xla(layer.weight), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jacrev(lambda w: shifted(w).sum(axis=(1, 2)))(layer.weight),
+                               jax.jacrev(lambda w: xla(w).sum(axis=(1, 2)))(layer.weight), rtol=1e-5, atol=1e-4)
