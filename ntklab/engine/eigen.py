@@ -18,6 +18,12 @@ summaries of a spectrum.
 
 Eigenvalues are returned in descending order and eigenvectors as rows (k x n), each with its
 largest-magnitude entry made positive, so a decomposition has one sign whichever solver made it.
+
+How a kernel relates to a task is not in its spectrum alone: `label_energy` is the share of the
+labels' energy in the leading eigenvectors (`label_targets` lays the labels out as the kernel's
+rows), the measure of a kernel aligning to the task of Kopitkov & Indelman 2020 ("Neural spectrum
+alignment: empirical study") and Baratin et al. 2021 ("Implicit regularization via neural feature
+alignment").
 """
 
 from collections.abc import Callable
@@ -140,3 +146,40 @@ def spectrum_metrics(values: np.ndarray, trace: float | None = None) -> dict[str
         slope = np.polyfit(index, np.log(positive), 1)[0]
         metrics["power_law_exponent"] = float(-slope)
     return metrics
+
+
+def label_targets(labels: np.ndarray, num_classes: int, outputs: int) -> np.ndarray:
+    """Integer labels as targets over a kernel's rows, (rows, columns): one-hot, each class column
+    centred over the examples. Centring on the labels' own mean (not 1/num_classes) takes out the
+    whole constant direction: the top eigenvector of a kernel at initialization is close to constant
+    per output, and uncentred one-hot labels would put about 1/num_classes of their energy there,
+    alignment with no class structure in it.
+
+    With `outputs` = num_classes (full output blocks) the rows are sample-major, as the kernel store
+    lays them out (row = example·outputs + output): one column of n·outputs. With one output (a
+    traced or scalar kernel, or a single logit) the kernel is shared by the classes, as kernel ridge
+    regression shares it: n rows, one column per class. For two classes the two columns are
+    opposite, so the energy is that of the single logit's centred 0/1 target."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"label targets need integer class labels, not {labels.dtype} regression targets")
+    if outputs not in (1, num_classes):
+        raise ValueError(f"a kernel with {outputs} outputs per example has no rows for the labels of "
+                         f"{num_classes} classes (it needs 1 or {num_classes})")
+    one_hot = np.eye(num_classes)[labels]
+    centred = one_hot - one_hot.mean(axis=0)
+    return centred.reshape(-1, 1) if outputs > 1 else centred
+
+
+def label_energy(vectors: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """E[k] = Σ_{j <= k} ‖v_jᵀ Y‖² / ‖Y‖²_F for eigenvectors v_j (rows of `vectors`, largest
+    eigenvalue first) and targets Y over the kernel's rows ((rows,) or (rows, columns)): the share of
+    the targets' energy in the top k + 1 eigenvectors. Gradient descent on the squared loss fits the
+    targets' component along v_j at a rate λ_j, so a kernel whose top eigenvectors hold the labels
+    learns them fastest; a larger E after training than at initialization is the kernel aligning to
+    the task. Cumulative and non-decreasing; 1 at the last of a complete orthonormal basis, below 1
+    for the top k of one (Nyström's extended vectors are not orthonormal, so theirs only approximates
+    a share)."""
+    y = np.asarray(targets, np.float64).reshape(vectors.shape[1], -1)
+    projections = np.asarray(vectors, np.float64) @ y
+    return np.cumsum(np.sum(projections**2, axis=1)) / np.sum(y**2)

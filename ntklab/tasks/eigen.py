@@ -21,6 +21,13 @@ Metrics: `eigenvalue` at step i (i = 0 the largest), and at step 0 `trace` (of t
 `trace_fraction`, `effective_rank`, `power_law_exponent`, `seconds`. Artifacts: `eigenvalues`
 (k), `eigenvectors` (k x n·r, one per row, sample-major) and `indices` (n x 2: split 0 train /
 1 test, index in the split, for each point of the kernel).
+
+With `points: train` and class labels, also `label_energy` at step i: the share of the centred
+one-hot training labels' energy in eigenvectors 0..i (ntklab/engine/eigen.py), over the k vectors
+the method returns (Nyström's only approximately a share: its vectors are not orthonormal). It is
+left out for `points: train+test`, whose eigenvectors span the test points too (the eigenfunction
+tasks label the points by them, not by their classes), for regression targets, and for an
+`outputs:` count that is neither 1 nor one per class.
 """
 
 from typing import Literal
@@ -127,13 +134,12 @@ def _stored_spectrum(config: EigenRunConfig, store):
     return eigen.nystrom_eigenpairs(columns[:m], columns[m:], config.k), trace
 
 
-def _implicit_spectrum(config: EigenRunConfig, ctx: RunContext):
-    """(spectrum, trace, splits) from the network's J(Jᵀv) products."""
+def _implicit_spectrum(config: EigenRunConfig, ctx: RunContext, dataset):
+    """(spectrum, trace, splits) from the network's J(Jᵀv) products on the kernel's `dataset`."""
     import math
 
     import jax.numpy as jnp
 
-    from ntklab.data.sources import load_dataset
     from ntklab.engine import eigen
     from ntklab.engine.entk import cast_floats
     from ntklab.engine.jacobian_products import JacobianOperator
@@ -143,7 +149,6 @@ def _implicit_spectrum(config: EigenRunConfig, ctx: RunContext):
     from ntklab.tasks.kernel import kernel_points, kernel_setup_for
 
     kernel = config.kernel
-    dataset = load_dataset(kernel.data, ctx.cached)
     x_rows = kernel_points(kernel, dataset)[0]
     params = ctx.upstream_artifact("at", "params") if kernel.kernel.at is not None else None
     network = build_network(kernel.kernel.network(), kernel_setup_for(kernel, dataset, params, config.batch_size))
@@ -157,6 +162,19 @@ def _implicit_spectrum(config: EigenRunConfig, ctx: RunContext):
     return spectrum, scale * operator.kernel_trace(), splits
 
 
+def _label_energy(config: EigenRunConfig, dataset, vectors):
+    """`label_energy` of the kernel's training points (see the module docstring), or None where
+    their labels do not give its rows targets."""
+    from ntklab.engine.eigen import label_energy, label_targets
+
+    if config.kernel.points != "train" or dataset.num_classes == 0:
+        return None
+    outputs = vectors.shape[1] // len(dataset.y_train)
+    if outputs not in (1, dataset.num_classes):
+        return None
+    return label_energy(vectors, label_targets(dataset.y_train, dataset.num_classes, outputs))
+
+
 def run(config: EigenRunConfig, ctx: RunContext) -> None:
     import contextlib
     import io
@@ -165,13 +183,15 @@ def run(config: EigenRunConfig, ctx: RunContext) -> None:
     import jax
     import numpy as np
 
+    from ntklab.data.sources import load_dataset
     from ntklab.engine.eigen import spectrum_metrics
 
+    dataset = load_dataset(config.kernel.data, ctx.cached)
     start = time.perf_counter()
     if config.method == "implicit":
         x64 = jax.enable_x64(True) if config.kernel.kernel.dtype == "float64" else contextlib.nullcontext()
         with x64:
-            spectrum, trace, splits = _implicit_spectrum(config, ctx)
+            spectrum, trace, splits = _implicit_spectrum(config, ctx, dataset)
     else:
         store = open_kernel(ctx)
         spectrum, trace = _stored_spectrum(config, store)
@@ -181,8 +201,12 @@ def run(config: EigenRunConfig, ctx: RunContext) -> None:
               config.kernel.points == "train+test" else splits["train"])
     indices = point_indices(splits, points, config.kernel.points)
 
+    energy = _label_energy(config, dataset, spectrum.vectors)
     for i, value in enumerate(spectrum.values):
-        ctx.log_metrics(i, {"eigenvalue": float(value)})
+        metrics = {"eigenvalue": float(value)}
+        if energy is not None:
+            metrics["label_energy"] = float(energy[i])
+        ctx.log_metrics(i, metrics)
     ctx.log_metrics(0, {**spectrum_metrics(spectrum.values, trace), "seconds": seconds})
 
     def npy(array: np.ndarray) -> bytes:

@@ -64,6 +64,7 @@ def test_stored_methods_match_numpy_eigh(stored_kernel, method, fields):
     assert_top_eigenpairs(values, vectors, kernel, k)
     assert ctx.series("eigenvalue") == pytest.approx(list(values), rel=1e-12)
     assert ctx.metrics[("trace", 0)] == pytest.approx(np.trace(kernel), rel=1e-10)
+    assert not ctx.series("label_energy")  # the test points' eigenvectors: no class labels for them
     indices = np.load(io.BytesIO(ctx.artifacts["indices"][0]))
     np.testing.assert_array_equal(indices[:, 0], [0] * 30 + [1] * 14)
     np.testing.assert_array_equal(indices[:, 1], list(range(30)) + list(range(14)))
