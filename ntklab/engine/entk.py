@@ -32,7 +32,9 @@ budget: 16.0 s against 5.6 s). As ntkgen sizes its blocks to the GPU
 Jacobians of a 58M-parameter network take 2.3 GB per example at m = 10, the structured features
 of its late layers a few MB. When a block takes more than one chunk its batches are kept as
 inputs and the chunks' features are computed in the block, column chunks again for every row
-chunk (ntkgen's recomputation, which trades FLOPs for memory), the diagonal block once per pair.
+chunk (ntkgen's recomputation, which trades FLOPs for memory); for a batch with itself only the
+upper chunk blocks, and each row's last column chunk is the next row's (k(k-1)/2 + 1 chunks
+featurized instead of k + k²).
 
 BatchNorm layers follow equinox's convention: `eqx.nn.inference_mode` switches them to their
 running statistics, which are not parameters (they are not floating arrays, or they are marked
@@ -178,19 +180,31 @@ class EmpiricalNTK:
         return k * self.scale if self.scale != 1.0 else k
 
     def _chunked_block(self, f1: Features, f2: Features) -> np.ndarray:
+        """The block chunk by chunk, featurizing the chunks as it goes (two chunks' features held at
+        once). A batch with itself takes the upper chunk blocks, mirrored below, and each row's
+        columns from right to left: the last column featurized (chunk a + 1) is the next row."""
         c, r = self.chunk, self.outputs
         rows, cols = range(0, f1.n, c), range(0, f2.n, c)
         out = np.zeros((len(rows) * c * r, len(cols) * c * r), np.dtype(self.dtype))
         symmetric = f1 is f2
+
+        def featurize(data: np.ndarray, start: int):
+            return self._impl.features(self._pad(data[start : start + c]))
+
+        def tile(a: int, b: int) -> tuple[slice, slice]:
+            return slice(a * c * r, (a + 1) * c * r), slice(b * c * r, (b + 1) * c * r)
+
+        next_row = None
         for a, i in enumerate(rows):
-            row = self._impl.features(self._pad(f1.data[i : i + c]))
-            for b, j in enumerate(cols):
-                if symmetric and b < a:
-                    out[a * c * r : (a + 1) * c * r, b * c * r : (b + 1) * c * r] = \
-                        out[b * c * r : (b + 1) * c * r, a * c * r : (a + 1) * c * r].T
-                    continue
-                col = row if symmetric and a == b else self._impl.features(self._pad(f2.data[j : j + c]))
-                out[a * c * r : (a + 1) * c * r, b * c * r : (b + 1) * c * r] = np.asarray(self._impl.block(row, col))
+            row = featurize(f1.data, i) if next_row is None else next_row
+            next_row = None
+            for b in range(a if symmetric else 0):
+                out[tile(a, b)] = out[tile(b, a)].T
+            for b in reversed(range(a, len(cols))) if symmetric else range(len(cols)):
+                col = row if symmetric and b == a else featurize(f2.data, cols[b])
+                out[tile(a, b)] = np.asarray(self._impl.block(row, col))
+                if symmetric and b == a + 1:
+                    next_row = col
         return out
 
     def __call__(self, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:

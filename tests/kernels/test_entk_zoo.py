@@ -150,6 +150,16 @@ def test_blocks_are_sized_to_the_memory_budget():
     y = x[:5]
     np.testing.assert_allclose(kernel(x, y), whole(x, y), rtol=1e-5, atol=1e-6 * np.max(np.abs(full)))
 
+    # three chunks of 3 (the last padded from 1): a batch with itself featurizes chunks 0, 2, 1 in
+    # the first row and reuses chunk 1 as the second row's (4 featurizations, not 3 + 9)
+    thirds = EmpiricalNTK(model, SHAPE, "jacobian", batch_size=7, memory_bytes=(peak(3) + peak(4)) / 2)
+    assert thirds.chunk == 3
+    featurized = []
+    features_of = thirds._impl.features
+    thirds._impl.features = lambda x: featurized.append(x) or features_of(x)
+    np.testing.assert_allclose(thirds(x), full, rtol=1e-5, atol=1e-6 * np.max(np.abs(full)))
+    assert len(featurized) == 4, len(featurized)
+
 
 def test_a_budget_below_one_example_is_refused():
     model = network("vgg")
