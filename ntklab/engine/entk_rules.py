@@ -33,6 +33,12 @@ import jax.numpy as jnp
 from ntklab.engine.entk_structure import Layer
 
 
+# The positional rule's block takes its rows in this many sequential groups: its intermediates
+# (n1·n2·D·m·C numbers per layer, and XLA's transposed copies of them) would otherwise dominate
+# the memory of a block, 10.8 GiB for VGG-11's at n = 64 (XLA's memory analysis).
+ROW_STEPS = 8
+
+
 def contract(a: jax.Array, b: jax.Array, m: int, trace: bool) -> jax.Array:
     """Σ over the feature axis of per-(example, output) rows: a (n1, m, q), b (n2, m, q) ->
     (n1·m, n2·m), or (n1, n2) summed over equal outputs when tracing."""
@@ -64,14 +70,17 @@ def rule_cost(layer: Layer, rule: str, m: int, n: int, trace: bool) -> tuple[flo
         q = K * C + bias
         patches = n * D * K * G
         return 2.0 * n * m * D * K * C, 2.0 * (n * m) * cols * q, n * m * q, float(patches)
-    # positional: patch Grams per position pair, then cotangent Grams
+    # positional: patch Grams per position pair, then cotangent Grams; the largest intermediate is
+    # one row group's, counted four times: XLA's buffers hold up to ~3.5 copies of it (transposes;
+    # its memory analysis of VGG-11's block and of tests/kernels/test_entk_zoo.py's)
     patch_gram = 2.0 * n * n * D * D * K * G
+    rows = -(-n // ROW_STEPS)
     if trace:
         flops = patch_gram + 2.0 * n * n * D * D * m * C
-        largest = 2.0 * n * n * D * D * G
+        largest = 4.0 * rows * n * D * D * G
     else:
         flops = patch_gram + 2.0 * n * n * D * D * m * C + 2.0 * (n * m) * cols * D * C
-        largest = n * n * D * D * G + n * n * D * m * C
+        largest = 4.0 * rows * n * (D * D * G + D * m * C)
     return 0.0, flops + 2.0 * (n * m) * cols * bias, n * D * (K * G + m * C) + n * m * bias, largest
 
 
@@ -142,14 +151,16 @@ def layer_block(layer: Layer, f1: dict, f2: dict, m: int, trace: bool) -> jax.Ar
         return (g.reshape(n1, m, n2, m) * gram[:, None, :, None]).reshape(n1 * m, n2 * m)
     if layer.rule in ("explicit", "affine"):
         return contract(f1["j"], f2["j"], m, trace)
-    # positional: Σ_{p,q,γ} ⟨patch_ipγ, patch_jqγ⟩ ⟨g_iopγ, g_jo'qγ⟩
-    patch_gram = jnp.einsum("ipgk,jqgk->ijpqg", f1["p"], f2["p"])
-    if trace:
-        cot = jnp.einsum("iopgc,joqgc->ijpqg", f1["g"], f2["g"])
-        k = jnp.sum(patch_gram * cot, axis=(2, 3, 4))
-    else:
-        h = jnp.einsum("ijpqg,joqgc->ijpogc", patch_gram, f2["g"])
-        k = jnp.einsum("iapgc,ijpbgc->iajb", f1["g"], h).reshape(n1 * m, n2 * m)
+    # positional: Σ_{p,q,γ} ⟨patch_ipγ, patch_jqγ⟩ ⟨g_iopγ, g_jo'qγ⟩, ROW_STEPS row groups in turn
+    def rows(p1: jax.Array, g1: jax.Array) -> jax.Array:  # one row example: (D, G, K), (m, D, G, C)
+        patch_gram = jnp.einsum("pgk,jqgk->jpqg", p1, f2["p"])
+        if trace:
+            return jnp.einsum("jpqg,opgc,joqgc->j", patch_gram, g1, f2["g"])
+        h = jnp.einsum("jpqg,joqgc->jpogc", patch_gram, f2["g"])
+        return jnp.einsum("apgc,jpbgc->ajb", g1, h)
+
+    k = jax.lax.map(lambda row: rows(*row), (f1["p"], f1["g"]), batch_size=-(-n1 // ROW_STEPS))
+    k = k.reshape(n1 * (1 if trace else m), n2 * (1 if trace else m))
     if "b" in f1:
         k = k + contract(f1["b"], f2["b"], m, trace)
     return k
