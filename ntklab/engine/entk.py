@@ -34,7 +34,7 @@ of its late layers a few MB. When a block takes more than one chunk its batches 
 inputs and the chunks' features are computed in the block, column chunks again for every row
 chunk (ntkgen's recomputation, which trades FLOPs for memory); for a batch with itself only the
 upper chunk blocks, and each row's last column chunk is the next row's (k(k-1)/2 + 1 chunks
-featurized instead of k + k²).
+featurized instead of k + k(k-1)/2).
 
 BatchNorm layers follow equinox's convention: `eqx.nn.inference_mode` switches them to their
 running statistics, which are not parameters (they are not floating arrays, or they are marked
@@ -275,8 +275,8 @@ class BlockPlan:
 def plan_blocks(structure: Structure, m: int, batch_size: int, trace: bool, memory_bytes: int, itemsize: int,
                 input_shape: tuple[int, ...]) -> dict[str, BlockPlan]:
     """Per implementation, the chunk (the fewest equal chunks of `batch_size` that fit
-    `memory_bytes`) and the FLOPs of a block in such chunks: k = ⌈batch/chunk⌉ row chunks featurized once, k² column chunks and k² chunk
-    blocks (k = 1: both batches once and one block)."""
+    `memory_bytes`) and the FLOPs of a block in such chunks: k = ⌈batch/chunk⌉ row chunks
+    featurized once, k² column chunks and k² chunk blocks (k = 1: both batches once and one block)."""
     input_size = math.prod(input_shape)
     plans = {}
     for impl in IMPLEMENTATIONS:
