@@ -160,7 +160,8 @@ def layer_block(layer: Layer, f1: dict, f2: dict, m: int, trace: bool) -> jax.Ar
         return jnp.einsum("apgc,jpbgc->ajb", g1, h)
 
     k = jax.lax.map(lambda row: rows(*row), (f1["p"], f1["g"]), batch_size=-(-n1 // ROW_STEPS))
-    k = k.reshape(n1 * (1 if trace else m), n2 * (1 if trace else m))
+    r = 1 if trace else m
+    k = k.reshape(n1 * r, n2 * r)
     if "b" in f1:
         k = k + contract(f1["b"], f2["b"], m, trace)
     return k

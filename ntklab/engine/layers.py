@@ -139,10 +139,11 @@ def depthwise_conv(x: jax.Array, weight: jax.Array, strides: tuple[int, int], pa
     """A convolution with one input channel per group (MobileNet's depthwise convolutions; `weight`
     is (kh, kw, 1, channels · multiplier)) as kh · kw shifted products of the padded input, which is
     what it is: no sum over channels. XLA's CPU backend computes a grouped convolution, and above
-    all its transposes in a Jacobian, through a generic path: for 26 images of 16 x 16 x 96 and a 3 x 3
-    kernel, 19 ms forward and 5.8 s for the per-example weight Jacobian, against 1.4 ms and 0.25 s
-    this way (bench/depthwise_conv.py, a 2-core CPU), which is what made MobileNet v2's empirical NTK take half an
-    hour where the other models of the zoo took seconds. GPUs have dedicated depthwise kernels."""
+    all its transposes in a Jacobian, through a generic path: for 26 images of 16 x 16 x 96 and a
+    3 x 3 kernel, 19 ms forward and 5.8 s for the per-example weight Jacobian, against 1.4 ms and
+    0.25 s this way (bench/depthwise_conv.py, a 2-core CPU), which is what made MobileNet v2's
+    empirical NTK take half an hour where the other models of the zoo took seconds. GPUs have
+    dedicated depthwise kernels."""
     kh, kw, _, out = weight.shape
     if out != x.shape[-1]:
         x = jnp.repeat(x, out // x.shape[-1], axis=-1)  # output channel o reads input channel o // multiplier

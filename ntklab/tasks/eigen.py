@@ -186,7 +186,9 @@ def run(config: EigenRunConfig, ctx: RunContext) -> None:
     from ntklab.data.sources import load_dataset
     from ntklab.engine.eigen import spectrum_metrics
 
-    dataset = load_dataset(config.kernel.data, ctx.cached)
+    # the implicit spectrum's network and the training labels' energy read the data; a stored one alone does not
+    needs_data = config.method == "implicit" or config.kernel.points == "train"
+    dataset = load_dataset(config.kernel.data, ctx.cached) if needs_data else None
     start = time.perf_counter()
     if config.method == "implicit":
         x64 = jax.enable_x64(True) if config.kernel.kernel.dtype == "float64" else contextlib.nullcontext()
