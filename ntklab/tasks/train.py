@@ -182,7 +182,7 @@ def run(config: TrainRunConfig, ctx: RunContext) -> None:
     def training_batch(s: int):
         indices = batch_indices(config.seed, s, n_train, train.batch_size, train.drop_last)
         if x_train is not None:
-            return x_train[indices], y_train[indices]
+            return training.take_rows(x_train, y_train, indices)
         return augment_batch(dataset.x_train[indices], augment, config.seed, s), y_train[indices]
 
     def npy(array: np.ndarray) -> bytes:
