@@ -2,12 +2,14 @@
 programs an earlier process compiled, from the home's cache/xla unless NTKLAB_XLA_CACHE says
 otherwise, and the commands that execute runs use it."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
 from conftest import XLA_CACHE, _cli_env
+from ntklab.runner.compilation_cache import ENTRY_SUFFIX, trim
 
 PROBE = """
 import sys
@@ -78,4 +80,25 @@ def test_commands_that_execute_runs_fill_the_homes_cache(home, executor):
     done = subprocess.run([sys.executable, "-m", "ntklab", "run", "spec.yaml", *executor], cwd=home, env=_env(home),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert _entries(home / "cache" / "xla")
+    directory = home / "cache" / "xla"
+    assert _entries(directory)
+    # ntklab keeps the size bound itself (trim): JAX's reads every entry at each write, and leaves
+    # access-time files and a lock file beside the entries
+    assert not list(directory.glob("*-atime")) and not (directory / ".lockfile").exists()
+
+
+def test_a_cache_over_its_bound_loses_its_least_recently_used_entries(tmp_path):
+    sizes = {"old": 300, "used": 300, "new": 300}
+    for age, (name, size) in enumerate(sizes.items()):
+        path = tmp_path / f"{name}{ENTRY_SUFFIX}"
+        path.write_bytes(b"x" * size)
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    os.utime(tmp_path / f"used{ENTRY_SUFFIX}", (2_000_000, 1_000_000))  # read after "new" was written
+    (tmp_path / "other").write_bytes(b"y" * 10_000)  # not an entry: never counted or deleted
+    trim(tmp_path, 900)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["other", *(f"{n}{ENTRY_SUFFIX}" for n in sizes)])
+    trim(tmp_path, 650)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new-cache", "other", "used-cache"]
+    trim(tmp_path, 299)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
+
