@@ -8,14 +8,15 @@ layer's shape): 7.8 s on one core, 0.5 s when they come from this cache; the ker
 bench/kernel_blocks.py pays that, its features' and its blocks' compilation in every worker that
 helps with it. Entries are keyed by JAX on the program, the jax and jaxlib versions, the backend
 and the compile options, so an entry of another version is never used, and a damaged one is
-compiled again (JAX warns; its entries are compressed with a checksum).
+compiled again (JAX warns).
 
 The size bound is kept here, once per process, not by JAX: with `jax_compilation_cache_max_size`
 set, JAX lists and reads every entry of the directory at each write to find the least recently
 used, so compiling got slower as the cache filled (ghorbani_spiked_small.yaml 34 s -> 43 s with
 10,000 entries, 125 ms a write; a week of sweeps leaves tens of thousands). Unbounded, JAX writes
 an entry in one call and takes no lock: of two workers writing one program at once, the entry
-read back is one worker's whole stream, or one that fails its checksum and is compiled again.
+read back is one worker's whole compressed stream, or a truncated one that fails to decompress
+and is compiled again.
 
 The cache is trusted code: keep it where only you can write (the home's `cache/xla`, or
 NTKLAB_XLA_CACHE: a directory, or `off`; a JAX_COMPILATION_CACHE_DIR set by the user wins).
