@@ -24,7 +24,11 @@ Implementations (the costs use [FP] for the forward FLOPs of one example):
 
 Memory: a block is computed in chunks of examples (`chunk`): as few chunks as fit `memory_bytes`
 with their features (two chunks), the intermediates of computing them and of contracting them,
-and the chunk's block, by the estimates of `footprint`, and of equal size: a batch of 64 in
+and the chunk's block, by the estimates of `footprint`, and of equal size. A chunk is featurized
+`sub_batch` examples at a time (the intermediates of a backward pass grow with the examples, its
+features do not shrink), so chunks are as large as their features allow: MobileNet v2 at n = 64
+and 4 GiB featurizes 2 chunks of 32 in sub-batches of 8, where whole chunks would have been 4
+of 16, featurized 7 times (bench/entk_zoo.py). Equal chunks: a batch of 64 in
 chunks of 60 would pad its second chunk of 4 to 60, nearly twice the featurized examples and 3.5
 times the block FLOPs of two chunks of 32 (ResNet-18 of width 16 in bench/entk_zoo.py, a 4 GiB
 budget: 16.0 s against 5.6 s). As ntkgen sizes its blocks to the GPU
@@ -120,6 +124,7 @@ class EmpiricalNTK:
     memory_bytes: int = 2 << 30
     chosen: str = field(init=False)
     chunk: int = field(init=False)
+    sub_batch: int = field(init=False)
     out_dim: int = field(init=False)
     parameters: int = field(init=False)
 
@@ -145,9 +150,10 @@ class EmpiricalNTK:
                              f"network needs about {need / 2**20:,.0f} MiB for one example; the memory budget "
                              f"is {self.memory_bytes / 2**20:,.0f} MiB (raise cache_mb)")  # fmt: skip
         self.chosen = min(fitting, key=lambda impl: plan[impl].flops)
-        self.chunk = plan[self.chosen].chunk
+        self.chunk, self.sub_batch = plan[self.chosen].chunk, plan[self.chosen].sub_batch
         builder = {"jacobian": _JacobianContraction, "ntvp": _NtkVectorProducts, "structured": _Structured}
-        self._impl = builder[self.chosen](params, static, self._structure, self.out_dim, self.trace, self.chunk)
+        self._impl = builder[self.chosen](params, static, self._structure, self.out_dim, self.trace, self.chunk,
+                                          self.sub_batch)  # fmt: skip
 
     @property
     def outputs(self) -> int:
@@ -231,43 +237,58 @@ class Features:
 @dataclass(frozen=True)
 class Footprint:
     """Per implementation and chunk of c examples: FLOPs of the features of one chunk and of one
-    c x c block, numbers in the features of one chunk, and in the largest intermediate of
-    computing features or a block."""
+    c x c block, numbers in the features of one chunk, in the largest intermediate of computing
+    them, and in the intermediates of contracting a block (the layers' shares summed: XLA may
+    schedule them at once)."""
 
     feature_flops: float
     block_flops: float
     feature_numbers: float
-    working_numbers: float
+    feature_working: float
+    block_working: float
 
-    def peak(self, c: int, m: int, itemsize: int) -> float:
-        """Bytes held at once: two chunks' features, the largest intermediate, the block itself."""
-        return itemsize * (2 * self.feature_numbers + self.working_numbers + (c * m) ** 2)
+    def peak(self, c: int, sub_batch: int, m: int, itemsize: int) -> float:
+        """Bytes held at once: two chunks' features (a row's are kept while a column's are
+        computed) and the larger of featurizing `sub_batch` examples at a time (the intermediates
+        grow with the examples) and of contracting a block into its (c·m)² numbers."""
+        block = self.block_working + (c * m) ** 2
+        return itemsize * (2 * self.feature_numbers + max(self.feature_working * sub_batch / c, block))
 
 
 def footprint(structure: Structure, impl: str, m: int, c: int, trace: bool, input_size: int) -> Footprint:
-    """Estimates from the layer shapes; `structured` sets each layer's rule for chunks of c."""
+    """Estimates from the layer shapes; `structured` sets each layer's rule for chunks of c.
+
+    Featurizing c examples holds the residuals of the forward pass (A numbers per example) and the
+    m cotangents of the largest activations, several at a time: XLA's memory analysis of the
+    features of bench/entk_zoo.py's networks holds 7 (ResNet-18) to 12 (VGG-11, MobileNet v2)
+    largest activations' worth of cotangents per example beyond the residuals, counted here as
+    16. Per-example Jacobians also copy the largest parameter tensor's."""
     P, A = structure.parameter_count, structure.activation_size
     fp = structure.forward_flops
     cols = c * (1 if trace else m)
-    backward = 2.0 * (m + 1) * c * A  # residuals of the forward pass and m backward passes at once
+    backward = c * (A + 16.0 * m * structure.largest_activation)
+    per_example_jacobian = c * m * structure.largest_tensor
     if impl == "jacobian":
-        return Footprint(3.0 * c * m * fp, 2.0 * (c * m) * cols * P, float(c * m * P), backward)
+        return Footprint(3.0 * c * m * fp, 2.0 * (c * m) * cols * P, float(c * m * P),
+                         backward + per_example_jacobian, 0.0)  # fmt: skip
     if impl == "ntvp":  # per column example: m tangents of size P, m JVPs on the row chunk
-        return Footprint(0.0, 3.0 * c * c * m * fp + 2 * 2.0 * c * fp, float(c * input_size),
+        return Footprint(0.0, 3.0 * c * c * m * fp + 2 * 2.0 * c * fp, float(c * input_size), 0.0,
                          2.0 * m * (P + c * A) + c * m * cols)  # fmt: skip
-    feature_flops, block_flops = 3.0 * c * m * fp, 2.0 * (c * m) * cols * structure.rest_count
-    numbers, working = float(c * m * structure.rest_count), backward
-    for layer in structure.layers:
-        choose_rule(layer, m, c, trace)
-        f_flops, b_flops, f_numbers, largest = rule_cost(layer, layer.rule, m, c, trace)
-        feature_flops, block_flops, numbers = feature_flops + f_flops, block_flops + b_flops, numbers + f_numbers
-        working = max(working, largest)
-    return Footprint(feature_flops, block_flops, numbers, working)
+    costs = [rule_cost(layer, choose_rule(layer, m, c, trace), m, c, trace) for layer in structure.layers]
+    return Footprint(
+        3.0 * c * m * fp + sum(cost.feature_flops for cost in costs),
+        2.0 * (c * m) * cols * structure.rest_count + sum(cost.block_flops for cost in costs),
+        c * m * structure.rest_count + sum(cost.feature_numbers for cost in costs),
+        backward + max((cost.feature_working for cost in costs), default=0.0)
+        + (per_example_jacobian if structure.rest_count else 0.0),
+        sum(cost.block_working for cost in costs),
+    )
 
 
 @dataclass(frozen=True)
 class BlockPlan:
     chunk: int  # 0: not even one example fits
+    sub_batch: int  # examples featurized at once, a divisor of chunk
     flops: float  # of one batch_size x batch_size block, features of both batches included
     bytes_per_example: float
 
@@ -275,21 +296,24 @@ class BlockPlan:
 def plan_blocks(structure: Structure, m: int, batch_size: int, trace: bool, memory_bytes: int, itemsize: int,
                 input_shape: tuple[int, ...]) -> dict[str, BlockPlan]:
     """Per implementation, the chunk (the fewest equal chunks of `batch_size` that fit
-    `memory_bytes`) and the FLOPs of a block in such chunks: k = ⌈batch/chunk⌉ row chunks
-    featurized once, k² column chunks and k² chunk blocks (k = 1: both batches once and one block)."""
+    `memory_bytes`, featurized one example at a time if need be), the sub-batch (the largest
+    divisor of the chunk featurized at once within the budget) and the FLOPs of a block in such
+    chunks: k = ⌈batch/chunk⌉ row chunks featurized once, k² column chunks and k² chunk blocks
+    (k = 1: both batches once and one block)."""
     input_size = math.prod(input_shape)
     plans = {}
     for impl in IMPLEMENTATIONS:
-        def peak(c: int) -> float:
-            return footprint(structure, impl, m, c, trace, input_size).peak(c, m, itemsize)
+        def peak(c: int, sub_batch: int = 1) -> float:
+            return footprint(structure, impl, m, c, trace, input_size).peak(c, sub_batch, m, itemsize)
 
         fitting = _largest_fitting(peak, batch_size, memory_bytes)
         chunk = -(-batch_size // -(-batch_size // fitting)) if fitting else 0
         c = max(chunk, 1)
+        sub_batch = max(s for s in range(1, c + 1) if c % s == 0 and (s == 1 or peak(c, s) <= memory_bytes))
         cost = footprint(structure, impl, m, c, trace, input_size)
         k = -(-batch_size // c)
         flops = (2 if k == 1 else k + k * k) * cost.feature_flops + k * k * cost.block_flops
-        plans[impl] = BlockPlan(chunk, flops, peak(1))
+        plans[impl] = BlockPlan(chunk, sub_batch, flops, peak(1))
     return plans
 
 
@@ -312,12 +336,27 @@ def _single(model_fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array],
     return lambda x: model_fn(x[None])[0]
 
 
+def _in_sub_batches(features: Callable, sub_batch: int) -> Callable:
+    """`features` of a batch computed `sub_batch` examples at a time, in sequence, each written in
+    place into the stacked features of the batch (every feature has the examples as its first axis)."""
+
+    def batched(x: jax.Array) -> Any:
+        n = x.shape[0]
+        if sub_batch >= n:
+            return features(x)
+        parts = jax.lax.map(features, x.reshape(n // sub_batch, sub_batch, *x.shape[1:]))
+        return jax.tree_util.tree_map(lambda a: a.reshape(n, *a.shape[2:]), parts)
+
+    return batched
+
+
 class _CompiledKernel:
     """What every implementation provides: its compiled feature and block functions and the memory
     the features of one batch take."""
 
-    def __init__(self, features, block, feature_bytes: int):
-        self._features, self._block, self._bytes = features, block, feature_bytes
+    def __init__(self, features, block, feature_bytes: int, sub_batch: int):
+        self._features = _jit(_in_sub_batches(features, sub_batch))
+        self._block, self._bytes = block, feature_bytes
 
     def features(self, x):
         return self._features(x)
@@ -330,7 +369,7 @@ class _CompiledKernel:
 
 
 class _JacobianContraction(_CompiledKernel):
-    def __init__(self, params, static, structure, m, trace, batch_size):
+    def __init__(self, params, static, structure, m, trace, batch_size, sub_batch):
         def jac(p, x):
             return jax.vmap(jax.jacrev(lambda p, xi: _single(eqx.combine(p, static))(xi)), (None, 0))(p, x)
 
@@ -342,14 +381,14 @@ class _JacobianContraction(_CompiledKernel):
             return sum(contract(a, b, m, trace) for a, b in zip(f1, f2))
 
         itemsize = jax.tree_util.tree_leaves(params)[0].dtype.itemsize
-        super().__init__(_jit(features), _jit(block), itemsize * batch_size * m * parameter_count(params))
+        super().__init__(features, _jit(block), itemsize * batch_size * m * parameter_count(params), sub_batch)
 
 
 class _NtkVectorProducts(_CompiledKernel):
     """Θ e_(j,o) = J(X1) (J(x_j)ᵀ e_o): one VJP and one JVP per block column; the features of a
     batch are the batch itself."""
 
-    def __init__(self, params, static, structure, m, trace, batch_size):
+    def __init__(self, params, static, structure, m, trace, batch_size, sub_batch):
         apply = lambda p, x: eqx.combine(p, static)(x)
         eye = jnp.eye(m, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
 
@@ -369,11 +408,11 @@ class _NtkVectorProducts(_CompiledKernel):
                 return jnp.einsum("jonp->nj", cols * jnp.eye(m, dtype=cols.dtype)[None, :, None, :])
             return jnp.transpose(cols, (2, 3, 0, 1)).reshape(n1 * m, n2 * m)
 
-        super().__init__(lambda x: x, _jit(block), 0)  # the features of a batch are the batch
+        super().__init__(lambda x: x, _jit(block), 0, batch_size)  # the features of a batch are the batch
 
 
 class _Structured(_CompiledKernel):
-    def __init__(self, params, static, structure: Structure, m, trace, batch_size):
+    def __init__(self, params, static, structure: Structure, m, trace, batch_size, sub_batch):
         self.structure = structure
         for layer in structure.layers:
             choose_rule(layer, m, batch_size, trace)
@@ -423,9 +462,9 @@ class _Structured(_CompiledKernel):
                 parts.append(contract(rest1, rest2, m, trace))
             return sum(parts[1:], parts[0])
 
-        numbers = sum(rule_cost(layer, layer.rule, m, batch_size, trace)[2] for layer in layers)
+        numbers = sum(rule_cost(layer, layer.rule, m, batch_size, trace).feature_numbers for layer in layers)
         feature_bytes = int(dtype.itemsize * (numbers + batch_size * m * structure.rest_count))
-        super().__init__(_jit(features), _jit(block), feature_bytes)
+        super().__init__(features, _jit(block), feature_bytes, sub_batch)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -93,6 +93,11 @@ class Layer:
         return self.layer.groups if self.kind == "conv" else 1
 
     @property
+    def depthwise(self) -> bool:
+        """A convolution with one input channel per group."""
+        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_shape[-1]
+
+    @property
     def fan_in_size(self) -> int:
         """Length of one input vector of the layer's matmul, per channel group (a patch for a conv)."""
         if self.kind == "dense":
@@ -143,6 +148,8 @@ class Structure:
     parameter_count: int
     forward_flops: float  # per example, tapped layers and a FLOP pair per other parameter
     activation_size: int  # numbers of the tapped layers' inputs and outputs, per example
+    largest_activation: int  # numbers of a tapped layer's largest input or output, per example
+    largest_tensor: int  # numbers of the largest parameter array
 
     @staticmethod
     def of(params: Any, static: Any, input_shape: tuple[int, ...], dtype: Any) -> Structure:
@@ -171,8 +178,11 @@ class Structure:
         rest_count = parameter_count(rest_params)
         forward = sum(2.0 * layer.positions * layer.fan_in_size * layer.out_features for layer in layers)
         forward += 2.0 * rest_count
+        largest_activation = max((math.prod(s) for layer in layers for s in (layer.in_shape, layer.out_shape)),
+                                 default=0)  # fmt: skip
         return Structure(tapped, rest_params, fixed, layers, rest_count, parameter_count(params), forward,
-                         sum(layer.activation_size for layer in layers))  # fmt: skip
+                         sum(layer.activation_size for layer in layers), largest_activation,
+                         max(leaf.size for leaf in jax.tree_util.tree_leaves(params)))  # fmt: skip
 
 
 def _wrap_layers(tree: Any) -> Any:

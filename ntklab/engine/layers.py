@@ -123,6 +123,8 @@ class Conv2d(_Scaled):
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.groups > 1 and self.groups == x.shape[-1] and jax.default_backend() == "cpu":
             y = depthwise_conv(x, self.weight, self.strides, self.padding)
+        elif self.weight.shape[:2] == (1, 1) and self.groups == 1:
+            y = pointwise_conv(x, self.weight, self.strides)
         else:
             y = jax.lax.conv_general_dilated(
                 x,
@@ -133,6 +135,21 @@ class Conv2d(_Scaled):
                 feature_group_count=self.groups,
             )
         return self._add_bias(self._scale_weight_product(y))
+
+
+def strided_pixels(x: jax.Array, strides: tuple[int, int]) -> jax.Array:
+    """The pixels of NHWC images a 1 x 1 kernel with these strides reads: SAME pads nothing for a
+    1 x 1 kernel, so SAME and VALID read the same ones."""
+    return x[:, :: strides[0], :: strides[1], :]
+
+
+def pointwise_conv(x: jax.Array, weight: jax.Array, strides: tuple[int, int]) -> jax.Array:
+    """A 1 x 1 convolution (`weight` (1, 1, in, out)) as the matrix product it is. XLA's CPU
+    backend computes it as a generic convolution: for 220 images of 32 x 32 x 24 to 144 channels
+    (MobileNet v2's expansions, a chunk of its empirical NTK's cotangents), 122 ms forward and
+    141 ms for the input gradient, against 70 ms and 28 ms as a product (a 2-core CPU), which
+    made half of MobileNet v2's backward passes."""
+    return jnp.einsum("nhwc,co->nhwo", strided_pixels(x, strides), weight[0, 0])
 
 
 def depthwise_conv(x: jax.Array, weight: jax.Array, strides: tuple[int, int], padding: str) -> jax.Array:
@@ -147,13 +164,22 @@ def depthwise_conv(x: jax.Array, weight: jax.Array, strides: tuple[int, int], pa
     kh, kw, _, out = weight.shape
     if out != x.shape[-1]:
         x = jnp.repeat(x, out // x.shape[-1], axis=-1)  # output channel o reads input channel o // multiplier
+    windows = shifted_windows(x, (kh, kw), strides, padding)
+    terms = (window * weight[i // kw, i % kw, 0] for i, window in enumerate(windows))
+    return functools.reduce(operator.add, terms)
+
+
+def shifted_windows(x: jax.Array, kernel_size: tuple[int, int], strides: tuple[int, int],
+                    padding: str) -> list[jax.Array]:
+    """The kh · kw strided slices of the padded NHWC images x that a kernel's taps (i, j) read, in
+    row-major tap order: window i·kw + j holds at output position p the pixel tap (i, j) sees."""
+    (kh, kw), (sh, sw) = kernel_size, strides
     pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    (sh, sw), (h, w) = strides, x.shape[1:3]
+    h, w = x.shape[1:3]
     rows, cols = (h - kh) // sh + 1, (w - kw) // sw + 1
-    terms = (x[:, i:i + (rows - 1) * sh + 1:sh, j:j + (cols - 1) * sw + 1:sw, :] * weight[i, j, 0]
-             for i in range(kh) for j in range(kw))
-    return functools.reduce(operator.add, terms)
+    return [x[:, i : i + (rows - 1) * sh + 1 : sh, j : j + (cols - 1) * sw + 1 : sw, :]
+            for i in range(kh) for j in range(kw)]  # fmt: skip
 
 
 class Frozen(eqx.Module):
