@@ -74,7 +74,7 @@ def numpy_conv(x, kernel, padding):
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
-@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("kernel_size", [1, 2, 3])
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
 def test_conv_matches_brute_force(padding, kernel_size, parameterization):
     init = Init(parameterization=parameterization, w_std=1.2, b_std=0.5)
@@ -82,6 +82,17 @@ def test_conv_matches_brute_force(padding, kernel_size, parameterization):
     x = np.random.default_rng(4).normal(size=(2, 7, 6, 3)).astype(np.float32)
     effective_kernel = np.asarray(layer.weight) * layer.weight_multiplier
     expected = numpy_conv(x, effective_kernel, padding) + np.asarray(layer.bias) * layer.bias_multiplier
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_strided_pointwise_conv_matches_brute_force(padding):
+    """A 1x1 convolution (a matrix product) with strides (2, 3) on 7 x 8 images reads rows 0, 2,
+    4, 6 and columns 0, 3, 6 of the stride-1 result, with either padding."""
+    layer = Conv2d(3, 5, 1, padding, Init(w_std=1.3, b_std=0.2), jax.random.PRNGKey(3), (2, 3))
+    x = np.random.default_rng(6).normal(size=(2, 7, 8, 3)).astype(np.float32)
+    expected = numpy_conv(x, np.asarray(layer.weight), "VALID")[:, ::2, ::3] + np.asarray(layer.bias)
+    assert layer(x).shape == (2, 4, 3, 5)
     np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-5)
 
 
