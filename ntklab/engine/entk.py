@@ -309,8 +309,9 @@ def plan_blocks(structure: Structure, m: int, batch_size: int, trace: bool, memo
         fitting = _largest_fitting(peak, batch_size, memory_bytes)
         chunk = -(-batch_size // -(-batch_size // fitting)) if fitting else 0
         c = max(chunk, 1)
-        sub_batch = max(s for s in range(1, c + 1) if c % s == 0 and (s == 1 or peak(c, s) <= memory_bytes))
         cost = footprint(structure, impl, m, c, trace, input_size)
+        sub_batch = max(s for s in range(1, c + 1)
+                        if c % s == 0 and (s == 1 or cost.peak(c, s, m, itemsize) <= memory_bytes))  # fmt: skip
         k = -(-batch_size // c)
         flops = (2 if k == 1 else k + k * k) * cost.feature_flops + k * k * cost.block_flops
         plans[impl] = BlockPlan(chunk, sub_batch, flops, peak(1))

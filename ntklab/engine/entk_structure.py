@@ -94,8 +94,7 @@ class Layer:
 
     @property
     def depthwise(self) -> bool:
-        """A convolution with one input channel per group."""
-        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_shape[-1]
+        return self.kind == "conv" and self.layer.depthwise
 
     @property
     def fan_in_size(self) -> int:

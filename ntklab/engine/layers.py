@@ -120,8 +120,13 @@ class Conv2d(_Scaled):
         self.strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
         self.groups = groups
 
+    @property
+    def depthwise(self) -> bool:
+        """One input channel per group."""
+        return self.groups > 1 and self.weight.shape[2] == 1
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.groups > 1 and self.groups == x.shape[-1] and jax.default_backend() == "cpu":
+        if self.depthwise and jax.default_backend() == "cpu":
             y = depthwise_conv(x, self.weight, self.strides, self.padding)
         elif self.weight.shape[:2] == (1, 1) and self.groups == 1:
             y = pointwise_conv(x, self.weight, self.strides)
