@@ -12,7 +12,7 @@ VGG (b_std 0.1), BatchNorm in evaluation mode with non-trivial running statistic
   ntklab <impl>   EmpiricalNTK (auto and the implementations it chooses between), timed in turn
   torch seed      ntkgen's own method (bench/peers/torch_zoo.py): vmap(jacrev) per parameter
                   tensor, per-tensor einsum, column Jacobians recomputed per block row, blocks of
-                  memory / (P·10·8·3) examples
+                  2·memory / (P·10·8·3) examples (ntkgen's float32 batch)
   torch cached    the same with every batch's Jacobians computed once
 
 Every side gets the same memory budget (--memory-gb). torch runs in this venv

@@ -1,8 +1,8 @@
 """torch.func peers for bench/entk_zoo.py: the empirical NTK of a zoo network, full 10x10 blocks,
 two ways.
 
-- `seed`: ntkgen's own method. Batches of B examples, B = memory / (P·10·8·3) as ntkgen sizes
-  them to the GPU; per block row i, `vmap(jacrev)` Jacobians of X_i (one per parameter tensor);
+- `seed`: ntkgen's own method. Batches of B examples, B = 2·memory / (P·10·8·3), ntkgen's batch
+  of a float32 kernel (its `ntk_bs32`, twice the float64 batch) sized to the GPU; per block row i, `vmap(jacrev)` Jacobians of X_i (one per parameter tensor);
   per block column j ≥ i the Jacobians of X_j computed again; the block is the sum over parameter
   tensors of per-tensor einsums, written at [i, j] and transposed at [j, i].
 - `cached`: the same Jacobians computed once per batch and kept, then the same per-tensor einsums.
@@ -169,8 +169,8 @@ def main(problem_path: str, methods: str, repeats: int, out_prefix: str, threads
     error = float(np.max(np.abs(logits - problem["logits"])) / np.max(np.abs(problem["logits"])))
     print(json.dumps({"check": "logits", "relative_error": error}), flush=True)
     P = sum(p.numel() for p in net.params.values())
-    # ntkgen: bs = total memory / (P * 10 * 8 * 3), here of the benchmark's memory budget
-    batch = max(1, min(len(x), memory // (P * 10 * 8 * 3)))
+    # ntkgen's float32 batch: 2 * total memory / (P * 10 * 8 * 3), here of the benchmark's budget
+    batch = max(1, min(len(x), 2 * memory // (P * 10 * 8 * 3)))
     for method in methods.split(","):
         fn = {"seed": lambda: seed_kernel(net, net.params, x, batch),
               "cached": lambda: cached_kernel(net, net.params, x, batch)}[method]  # fmt: skip

@@ -12,6 +12,7 @@ from fakectx import fast_compile
 
 from ntklab.engine.config import CNNModel, LeNet5Model, MLPModel, parse_model_config
 from ntklab.engine.entk import EmpiricalNTK, cast_floats, plan_blocks, reference_ntk
+from ntklab.engine.entk_rules import sum_positions
 from ntklab.engine.models import build_model, named_parameters
 
 
@@ -26,9 +27,10 @@ SMALL_RESNET = parse_model_config({"arch": "layers", "layers": [
         [dict(CONV, out=6, kernel_size=1, strides=2), {"op": "batch_norm"}]]},
     {"op": "act"}, {"op": "global_avg_pool"}, {"op": "dense"},
 ]})  # fmt: skip
-# a depthwise and a grouped convolution, max pooling, a concatenation
+# a depthwise convolution (two output channels per input channel) and a grouped one, max pooling,
+# a concatenation
 GROUPED = parse_model_config({"arch": "layers", "b_std": 0.1, "parameterization": "ntk", "layers": [
-    dict(CONV, out=4), {"op": "act"}, dict(CONV, out=4, groups=4, strides=[2, 1]), {"op": "max_pool", "window": 2},
+    dict(CONV, out=4), {"op": "act"}, dict(CONV, out=8, groups=4, strides=[2, 1]), {"op": "max_pool", "window": 2},
     {"op": "concat", "branches": [[dict(CONV, out=4, groups=2)], [{"op": "act", "name": "gelu"}]]},
     {"op": "flatten"}, {"op": "dense"},
 ]})  # fmt: skip
@@ -143,6 +145,17 @@ def test_grouped_convolutions_have_their_rule():
     assert structure.rest_count == 0
     assert [(layer.kind, layer.groups) for layer in structure.layers] == [("conv", 1), ("conv", 4), ("conv", 2),
                                                                           ("dense", 1)]
+    assert [layer.depthwise for layer in structure.layers[:3]] == [False, True, False]
+
+
+@pytest.mark.parametrize("positions", [1, 7, 12, 16])
+def test_sum_positions_is_the_sum_of_the_product(positions):
+    rng = np.random.default_rng(positions)
+    a = rng.standard_normal((2, 3, positions, 5))
+    b = rng.standard_normal((2, 1, positions, 1))
+    np.testing.assert_allclose(sum_positions(jnp.asarray(a), jnp.asarray(b)), np.sum(a * b, axis=2), rtol=1e-5, atol=1e-5)
+    c = rng.standard_normal((2, 3, 4, positions, 5))
+    np.testing.assert_allclose(sum_positions(jnp.asarray(c), axis=3), np.sum(c, axis=3), rtol=1e-5, atol=1e-5)
 
 
 def test_scale_and_padding():
