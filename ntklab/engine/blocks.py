@@ -28,13 +28,24 @@ class BlockKernel(Protocol):
 
 
 def kernel_block(kernel: BlockKernel, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
-    """The kernel between two arrays of any length (x2=None: x1 with itself), batch by batch."""
+    """The kernel between two arrays of any length (x2=None: x1 with itself, whose blocks below the
+    diagonal are the transposes of those above: K(x, x') = K(x', x)ᵀ for every kernel here), batch
+    by batch."""
     same = x2 is None
     x2 = x1 if same else x2
-    b = kernel.batch_size
+    b, r = kernel.batch_size, kernel.outputs
     cols = [kernel.features(x2[s : s + b]) for s in range(0, len(x2), b)]
-    rows = []
-    for s in range(0, len(x1), b):
-        f1 = cols[s // b] if same else kernel.features(x1[s : s + b])
-        rows.append(np.concatenate([np.asarray(kernel.block(f1, f2)) for f2 in cols], axis=1))
-    return np.concatenate(rows, axis=0)
+    out = None
+    for i, s in enumerate(range(0, len(x1), b)):
+        f1 = cols[i] if same else kernel.features(x1[s : s + b])
+        for j, f2 in enumerate(cols):
+            if same and j < i:
+                continue
+            block = np.asarray(kernel.block(f1, f2))
+            if out is None:
+                out = np.empty((len(x1) * r, len(x2) * r), block.dtype)
+            t, u = s * r, j * b * r
+            out[t : t + block.shape[0], u : u + block.shape[1]] = block
+            if same and j > i:
+                out[u : u + block.shape[1], t : t + block.shape[0]] = block.T
+    return out

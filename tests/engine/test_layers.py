@@ -8,7 +8,7 @@ import pytest
 
 from ntklab.engine.activations import activation
 from ntklab.engine.plan import Init
-from ntklab.engine.layers import Conv2d, Dense, avg_pool, flatten, global_avg_pool, max_pool
+from ntklab.engine.layers import Conv2d, Dense, avg_pool, flatten, global_avg_pool, max_pool, patch_conv
 
 
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
@@ -107,6 +107,30 @@ def test_grouped_strided_conv_matches_brute_force():
     dense[:, :, :2, :3], dense[:, :, 2:, 3:] = w[:, :, :, :3], w[:, :, :, 3:]
     expected = numpy_conv(x, dense, "VALID")[:, ::2] + np.asarray(layer.bias)
     np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("size, stride, padding", [((2, 2), 1, "SAME"), ((1, 3), 1, "SAME"), ((2, 3), 2, "SAME"),
+                                                   ((3, 2), 1, "VALID")])
+def test_a_kernel_larger_than_the_image_matches_xlas_convolution(size, stride, padding):
+    """On CPU a 3 x 3 kernel on images smaller than it (VGG's 2 x 2 layers on CIFAR) is the product
+    of its patches with the kernel (layers.py's patch_conv); its values and weight gradients are
+    XLA's convolution's, strides and SAME padding included."""
+    assert jax.default_backend() == "cpu"
+    layer = Conv2d(4, 6, 3, padding, Init(w_std=1.3, b_std=0.0), jax.random.PRNGKey(2), stride)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, *size, 4)), jnp.float32)
+
+    def xla(weight):
+        return jax.lax.conv_general_dilated(x, weight, (stride, stride), padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def patches(weight):
+        return patch_conv(x, weight, (stride, stride), padding)
+
+    assert patches(layer.weight).shape == xla(layer.weight).shape
+    np.testing.assert_array_equal(layer(x), layer.weight_multiplier * patches(layer.weight))  # the layer's path
+    np.testing.assert_allclose(patches(layer.weight), xla(layer.weight), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jacrev(lambda w: patches(w).sum(axis=(1, 2)))(layer.weight),
+                               jax.jacrev(lambda w: xla(w).sum(axis=(1, 2)))(layer.weight), rtol=1e-5, atol=1e-4)
 
 
 def test_max_pool():
