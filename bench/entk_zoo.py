@@ -16,7 +16,7 @@ VGG (b_std 0.1), BatchNorm in evaluation mode with non-trivial running statistic
   torch cached    the same with every batch's Jacobians computed once
 
 Every side gets the same memory budget (--memory-gb). torch runs in this venv
-(pip install torch==2.13.0; not a project dependency) in its own process, after ntklab. Times are
+(pip install "torch>=2.13"; not a project dependency) in its own process, after ntklab. Times are
 the minimum over repeats after a first call (compile time apart; the torch sides' first call is
 a full run). Accuracy: max|K - K_ref| / max|K_ref| against ntklab's float64 structured kernel.
 Targets: ntklab auto >= 10x torch seed and >= 2x torch cached.

@@ -2,9 +2,10 @@
 two ways.
 
 - `seed`: ntkgen's own method. Batches of B examples, B = 2·memory / (P·10·8·3), ntkgen's batch
-  of a float32 kernel (its `ntk_bs32`, twice the float64 batch) sized to the GPU; per block row i, `vmap(jacrev)` Jacobians of X_i (one per parameter tensor);
-  per block column j ≥ i the Jacobians of X_j computed again; the block is the sum over parameter
-  tensors of per-tensor einsums, written at [i, j] and transposed at [j, i].
+  of a float32 kernel (its `ntk_bs32`, twice the float64 batch) sized to the GPU; per block row
+  i, `vmap(jacrev)` Jacobians of X_i (one per parameter tensor); per block column j ≥ i the
+  Jacobians of X_j computed again; the block is the sum over parameter tensors of per-tensor
+  einsums, written at [i, j] and transposed at [j, i].
 - `cached`: the same Jacobians computed once per batch and kept, then the same per-tensor einsums.
 
 The network is rebuilt in torch from the problem file bench/entk_zoo.py writes: the layer list
