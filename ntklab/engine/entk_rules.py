@@ -118,25 +118,28 @@ def choose_rule(layer: Layer, m: int, n: int, trace: bool) -> str:
 # Features and blocks
 
 
+def _windows(layer: Layer, a: jax.Array) -> list[jax.Array]:
+    """The shifted windows of a convolution's input, one per kernel tap (layers.shifted_windows)."""
+    conv = layer.layer
+    return shifted_windows(a, conv.weight.shape[:2], conv.strides, conv.padding)
+
+
 def _patches(layer: Layer, a: jax.Array) -> jax.Array:
     """(n, positions, groups, fan_in per group) inputs of a convolution's matmul: kernel-sized
     patches, grouped by channel group (the patches' features are channel-major). Cut from shifted
     windows: `conv_general_dilated_patches` is a grouped convolution with a one-hot kernel, which
     XLA's CPU backend computes in 0.20 s for 22 images of 32 x 32 x 144 against 0.13 s so."""
-    n = a.shape[0]
     conv = layer.layer
-    kh, kw, _, _ = conv.weight.shape
-    if (kh, kw) == (1, 1):
+    if conv.weight.shape[:2] == (1, 1):
         patches = strided_pixels(a, conv.strides)
     else:
-        patches = jnp.stack(shifted_windows(a, (kh, kw), conv.strides, conv.padding), axis=-1)
-    return patches.reshape(n, -1, layer.groups, layer.fan_in_size)
+        patches = jnp.stack(_windows(layer, a), axis=-1)
+    return patches.reshape(a.shape[0], -1, layer.groups, layer.fan_in_size)
 
 
 def _depthwise_windows(layer: Layer, a: jax.Array) -> jax.Array:
     """(n, taps, positions, channels): what each tap of a depthwise convolution reads."""
-    conv = layer.layer
-    windows = jnp.stack(shifted_windows(a, conv.weight.shape[:2], conv.strides, conv.padding), axis=1)
+    windows = jnp.stack(_windows(layer, a), axis=1)
     return windows.reshape(*windows.shape[:2], -1, windows.shape[-1])
 
 
